@@ -1,0 +1,49 @@
+"""crossrank: cross-encoder reranking that works out of the box.
+
+>>> from crossrank import Reranker
+>>> Reranker("BAAI/bge-reranker-v2-m3").rerank("苹果手机", ["苹果是一种水果", "iPhone 15 正式发布"])
+"""
+
+from crossrank._version import __version__ as __version__
+from crossrank.config import BatchingOptions as BatchingOptions
+from crossrank.config import ModelSpec as ModelSpec
+from crossrank.config import RuntimeOptions as RuntimeOptions
+from crossrank.config import TruncationOptions as TruncationOptions
+from crossrank.errors import BackendError as BackendError
+from crossrank.errors import BackendUnavailableError as BackendUnavailableError
+from crossrank.errors import ConfigError as ConfigError
+from crossrank.errors import CrossrankError as CrossrankError
+from crossrank.errors import InferenceError as InferenceError
+from crossrank.errors import InputError as InputError
+from crossrank.errors import IntegrityError as IntegrityError
+from crossrank.errors import ModelError as ModelError
+from crossrank.errors import ModelNotFoundError as ModelNotFoundError
+from crossrank.errors import OverloadedError as OverloadedError
+from crossrank.errors import UnsupportedModelError as UnsupportedModelError
+from crossrank.reranker import Reranker as Reranker
+from crossrank.types import RerankResult as RerankResult
+from crossrank.types import ScoredDocument as ScoredDocument
+from crossrank.types import Usage as Usage
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "BatchingOptions",
+    "ConfigError",
+    "CrossrankError",
+    "InferenceError",
+    "InputError",
+    "IntegrityError",
+    "ModelError",
+    "ModelNotFoundError",
+    "ModelSpec",
+    "OverloadedError",
+    "RerankResult",
+    "Reranker",
+    "RuntimeOptions",
+    "ScoredDocument",
+    "TruncationOptions",
+    "UnsupportedModelError",
+    "Usage",
+    "__version__",
+]

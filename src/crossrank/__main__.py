@@ -1,0 +1,5 @@
+"""``python -m crossrank`` runs the CLI."""
+
+from crossrank.cli import main
+
+main()

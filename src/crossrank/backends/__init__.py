@@ -1,0 +1,1 @@
+"""Runtimes that execute a model on token-id batches (never on strings)."""

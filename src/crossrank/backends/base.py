@@ -1,0 +1,52 @@
+"""The contract between the engine and any runtime: token-id batches in, float32 logits out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Backend", "EncodedBatch"]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """A padded batch of (query, document) pairs as the model reads them.
+
+    Attributes:
+        input_ids: int64 ``[batch, length]``, right-padded.
+        attention_mask: int64 ``[batch, length]``, 1 on real tokens.
+        token_type_ids: int64 ``[batch, length]`` for models that read segment ids (BERT), else ``None``.
+    """
+
+    input_ids: npt.NDArray[np.int64]
+    attention_mask: npt.NDArray[np.int64]
+    token_type_ids: npt.NDArray[np.int64] | None = None
+
+    @property
+    def size(self) -> int:
+        """Pairs in the batch."""
+        return int(self.input_ids.shape[0])
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model that turns an :class:`EncodedBatch` into one float32 logit per pair.
+
+    Implementations own the device and the precision; they must return float32 whatever they
+    compute in, so the engine's activation and ranking never see half precision.
+    """
+
+    name: str
+    device: str
+    dtype: str
+
+    def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
+        """Score a batch; returns shape ``[batch.size]``."""
+        ...
+
+    def close(self) -> None:
+        """Release the model and its device memory."""
+        ...

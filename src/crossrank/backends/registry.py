@@ -1,0 +1,44 @@
+"""Backend names to implementations, imported lazily so unused runtimes cost nothing."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+from crossrank.backends.base import Backend
+from crossrank.config import RuntimeOptions
+from crossrank.errors import BackendUnavailableError, ConfigError
+
+__all__ = ["BACKENDS", "load_backend"]
+
+
+class _BackendFactory(Protocol):
+    def __call__(
+        self, model_dir: Path, *, runtime: RuntimeOptions, allow_pickle: bool, trust_remote_code: bool
+    ) -> Backend: ...
+
+
+# name -> (module, class, the extra that installs its runtime)
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "torch": ("crossrank.backends.torch", "TorchBackend", "torch"),
+}
+
+
+def load_backend(
+    name: str, model_dir: Path, *, runtime: RuntimeOptions, allow_pickle: bool, trust_remote_code: bool
+) -> Backend:
+    """Load ``model_dir`` with the backend called ``name``."""
+    try:
+        module_name, class_name, extra = BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend {name!r}", fix=f"choose one of: {', '.join(sorted(BACKENDS))}") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend {name!r} needs a package that is not installed ({exc.name})",
+            fix=f"pip install 'crossrank[{extra}]'",
+        ) from exc
+    factory: _BackendFactory = getattr(module, class_name)
+    return factory(model_dir, runtime=runtime, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)

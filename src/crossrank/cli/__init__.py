@@ -1,0 +1,45 @@
+"""The `crossrank` command line (typer)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from crossrank._version import __version__
+from crossrank.cli.check import check
+from crossrank.cli.demo import demo
+from crossrank.cli.rerank import rerank
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="crossrank",
+    help="Cross-encoder reranking that works out of the box (default model: BAAI/bge-reranker-v2-m3).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(rerank)
+app.command()(check)
+app.command()(demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"crossrank {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Cross-encoder reranking that works out of the box."""
+
+
+def main() -> None:
+    """Entry point of the `crossrank` script."""
+    app()

@@ -1,0 +1,137 @@
+"""Option value objects: frozen, validated on creation, never read from the environment.
+
+``settings.py`` turns ``CROSSRANK_*`` variables into these; the library takes them as arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from crossrank.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "BatchingOptions",
+    "Dtype",
+    "ModelSpec",
+    "RuntimeOptions",
+    "TruncationOptions",
+]
+
+DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
+
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSpec:
+    """Which model to load and how far to trust it.
+
+    Attributes:
+        name_or_path: a local folder or a Hugging Face hub id.
+        revision: hub branch, tag or commit (ignored for local folders).
+        cache_dir: hub cache folder; ``None`` keeps huggingface_hub's own (``HF_HOME``/``HF_HUB_CACHE``).
+        allow_pickle: also load ``pytorch_model.bin`` weights. Pickle can run code: only for sources you trust.
+        trust_remote_code: run Python code shipped with the model. Off unless you have read that code.
+    """
+
+    name_or_path: str = DEFAULT_MODEL
+    revision: str | None = None
+    cache_dir: str | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name_or_path.strip():
+            raise ConfigError(
+                "model name or path is empty", fix="pass a hub id such as BAAI/bge-reranker-v2-m3 or a folder"
+            )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuntimeOptions:
+    """Where and in which precision the model runs.
+
+    Attributes:
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+            ``CUDA_VISIBLE_DEVICES`` decides which physical GPUs ``cuda:N`` can name.
+        dtype: ``auto`` (float16 on GPU, float32 on CPU), ``float32``, ``float16`` or ``bfloat16``.
+            Scores are always computed in float32 after the model, whatever this is.
+        num_threads: CPU threads for the runtime (process-wide in torch); ``None`` keeps its default.
+    """
+
+    device: str = "auto"
+    dtype: Dtype = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _DEVICE.match(self.device):
+            raise ConfigError(
+                f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N",
+                fix="pass device='auto', 'cpu', 'cuda' or 'cuda:0'",
+            )
+        if self.dtype not in get_args(Dtype):
+            raise ConfigError(
+                f"dtype {self.dtype!r} is not one of {', '.join(get_args(Dtype))}",
+                fix="pass dtype='auto', 'float32', 'float16' or 'bfloat16'",
+            )
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads must be at least 1, got {self.num_threads}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchingOptions:
+    """How pairs are grouped for the model.
+
+    Pairs are sorted by length and cut into batches whose padded size (pairs x longest pair)
+    stays within ``max_batch_tokens``, so short pairs travel in big batches and long ones in
+    small batches, and padding stays small.
+
+    Attributes:
+        max_batch_tokens: padded tokens per forward pass (a single longer pair still runs alone).
+        max_batch_size: pairs per forward pass at most.
+    """
+
+    max_batch_tokens: int = 8192
+    max_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_batch_tokens < 1:
+            raise ConfigError(f"max_batch_tokens must be at least 1, got {self.max_batch_tokens}")
+        if self.max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TruncationOptions:
+    """How long pairs are cut (FlagEmbedding's policy).
+
+    The query alone is cut to ``query_max_length`` tokens; then only the document is cut so that
+    ``<special> query <special> document <special>`` fits in ``max_length`` tokens. The query
+    therefore never loses tokens to a long document.
+
+    Attributes:
+        max_length: tokens per pair, special tokens included; 512 is the upstream recommendation for
+            bge-reranker-v2-m3 (it reads up to 8192).
+        query_max_length: the query's cap; ``None`` means ``max_length * 3 // 4`` like FlagEmbedding.
+    """
+
+    max_length: int = 512
+    query_max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ConfigError(f"max_length must be at least 8 tokens, got {self.max_length}")
+        if self.query_max_length is not None and not 1 <= self.query_max_length < self.max_length:
+            raise ConfigError(
+                f"query_max_length must be between 1 and max_length - 1 ({self.max_length - 1}), "
+                f"got {self.query_max_length}"
+            )
+
+    @property
+    def query_cap(self) -> int:
+        """The query's token cap actually applied."""
+        return self.query_max_length if self.query_max_length is not None else self.max_length * 3 // 4

@@ -1,0 +1,1 @@
+"""Turning (query, document) text into scored, ranked results; knows no devices and no HTTP."""

@@ -1,0 +1,174 @@
+"""PairTokenizer: (query, document) text to token ids exactly as the model's own tokenizer does it.
+
+The Rust tokenizer from ``tokenizer.json`` does the work; the pair layout (``<s> q </s></s> d </s>``
+for XLM-R, ``[CLS] q [SEP] d [SEP]`` for BERT) is read once from the tokenizer's own post-processor,
+so any model's template is honoured without a table of model types. The query is encoded once per
+call and cut to its cap; each document is cut to the room left. The Rust tokenizer is only read,
+never reconfigured, so one instance is safe to share between threads ("Already borrowed" comes from
+changing truncation/padding settings per call, which this class never does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from crossrank.backends.base import EncodedBatch
+from crossrank.config import TruncationOptions
+from crossrank.errors import UnsupportedModelError
+
+__all__ = ["EncodedPair", "EncodedQuery", "PairTokenizer"]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedQuery:
+    """A query's tokens (no special tokens), already cut to its cap."""
+
+    ids: list[int]
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPair:
+    """One model input: ids and segment ids with special tokens, and what the cut removed."""
+
+    ids: list[int]
+    type_ids: list[int]
+    truncated_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """The special tokens around and between the two texts, with their segment ids."""
+
+    prefix: tuple[list[int], list[int]]
+    middle: tuple[list[int], list[int]]
+    suffix: tuple[list[int], list[int]]
+    query_type: int
+    document_type: int
+
+    @property
+    def special_tokens(self) -> int:
+        return len(self.prefix[0]) + len(self.middle[0]) + len(self.suffix[0])
+
+
+def _read_template(tokenizer: Tokenizer) -> _Template:
+    query = tokenizer.encode("query", add_special_tokens=False)
+    document = tokenizer.encode("a document", add_special_tokens=False)
+    pair = tokenizer.post_process(query, document, add_special_tokens=True)
+    ids, types, special = pair.ids, pair.type_ids, pair.special_tokens_mask
+    q_len, d_len = len(query.ids), len(document.ids)
+    q_start = special.index(0)
+    d_start = q_start + q_len + special[q_start + q_len :].index(0)
+    d_end = d_start + d_len
+    if (
+        ids[q_start : q_start + q_len] != query.ids
+        or ids[d_start:d_end] != document.ids
+        or any(special[q_start : q_start + q_len])
+        or any(special[d_start:d_end])
+        or not all(special[:q_start] + special[q_start + q_len : d_start] + special[d_end:])
+    ):
+        raise UnsupportedModelError(
+            "the tokenizer's pair template is not <specials> query <specials> document <specials>",
+            fix="use a cross-encoder whose tokenizer builds ordinary sentence pairs",
+        )
+    return _Template(
+        prefix=(ids[:q_start], types[:q_start]),
+        middle=(ids[q_start + q_len : d_start], types[q_start + q_len : d_start]),
+        suffix=(ids[d_end:], types[d_end:]),
+        query_type=types[q_start],
+        document_type=types[d_start],
+    )
+
+
+class PairTokenizer:
+    """Encodes (query, document) pairs with FlagEmbedding's truncation policy (see ``TruncationOptions``)."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, pad_token_id: int, unk_token_id: int | None, with_token_types: bool
+    ) -> None:
+        # Settings left on the Rust tokenizer would apply to every encode; the cut is done here.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+        self._template = _read_template(tokenizer)
+        self._pad_token_id = pad_token_id
+        self._unk_token_id = unk_token_id
+        self._with_token_types = with_token_types
+
+    @classmethod
+    def from_pretrained(cls, path: Path, *, trust_remote_code: bool = False) -> PairTokenizer:
+        """Load the fast tokenizer saved in a model folder."""
+        from transformers import AutoTokenizer
+
+        try:
+            hf_tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise UnsupportedModelError(
+                f"the tokenizer in {path} could not be loaded: {exc}",
+                fix="make sure tokenizer.json (or the tokenizer's vocabulary files) are in the model folder",
+            ) from exc
+        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+        if not isinstance(backend, Tokenizer):
+            raise UnsupportedModelError(
+                f"the tokenizer in {path} has no fast (Rust) implementation",
+                fix="use a model folder with tokenizer.json",
+            )
+        pad, unk = hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id
+        return cls(
+            backend,
+            pad_token_id=0 if pad is None else int(pad),
+            unk_token_id=None if unk is None else int(unk),
+            with_token_types="token_type_ids" in hf_tokenizer.model_input_names,
+        )
+
+    @property
+    def special_tokens(self) -> int:
+        """Special tokens added to every pair."""
+        return self._template.special_tokens
+
+    def unknown_fraction(self, text: str) -> float:
+        """Share of ``text``'s tokens that the vocabulary cannot represent (0 for empty text)."""
+        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids or self._unk_token_id is None:
+            return 0.0
+        return ids.count(self._unk_token_id) / len(ids)
+
+    def encode_query(self, query: str, truncation: TruncationOptions) -> EncodedQuery:
+        """Tokens of the query, cut to its cap (never so long that no document token fits)."""
+        cap = min(truncation.query_cap, truncation.max_length - self.special_tokens - 1)
+        ids = self._tokenizer.encode(query, add_special_tokens=False).ids
+        return EncodedQuery(ids=ids[:cap], truncated=len(ids) > cap)
+
+    def encode_documents(self, documents: Sequence[str]) -> list[Encoding]:
+        """Encode documents in parallel (Rust threads), without special tokens and uncut."""
+        return self._tokenizer.encode_batch(list(documents), add_special_tokens=False)
+
+    def build_pair(self, query: EncodedQuery, document: Sequence[int], truncation: TruncationOptions) -> EncodedPair:
+        """Put the special tokens around a query and a document, cutting the document to fit."""
+        t = self._template
+        room = truncation.max_length - self.special_tokens - len(query.ids)
+        kept = list(document[:room])
+        ids = t.prefix[0] + query.ids + t.middle[0] + kept + t.suffix[0]
+        type_ids = (
+            t.prefix[1] + [t.query_type] * len(query.ids) + t.middle[1] + [t.document_type] * len(kept) + t.suffix[1]
+        )
+        return EncodedPair(ids=ids, type_ids=type_ids, truncated_tokens=len(document) - len(kept))
+
+    def pad(self, pairs: Sequence[EncodedPair]) -> EncodedBatch:
+        """Right-pad pairs into one int64 batch."""
+        width = max(len(p.ids) for p in pairs)
+        input_ids = np.full((len(pairs), width), self._pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(pairs), width), dtype=np.int64)
+        token_type_ids = np.zeros((len(pairs), width), dtype=np.int64) if self._with_token_types else None
+        for row, pair in enumerate(pairs):
+            n = len(pair.ids)
+            input_ids[row, :n] = pair.ids
+            attention_mask[row, :n] = 1
+            if token_type_ids is not None:
+                token_type_ids[row, :n] = pair.type_ids
+        return EncodedBatch(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)

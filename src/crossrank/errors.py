@@ -1,0 +1,87 @@
+"""Typed errors of crossrank, each with a human message and, where there is one, the fix.
+
+The tree::
+
+    CrossrankError
+    ├── ConfigError                 bad options or flags
+    ├── InputError                  bad query/documents (the server answers 4xx)
+    ├── ModelError
+    │   ├── ModelNotFoundError      no such local folder, not cached, not on the hub
+    │   ├── IntegrityError          files present but broken (missing parts, unreadable)
+    │   └── UnsupportedModelError   not a one-label sequence classifier, or unsafe weights
+    ├── BackendError
+    │   ├── BackendUnavailableError the runtime's extra is not installed
+    │   └── InferenceError          the runtime failed while scoring
+    └── OverloadedError             too much queued work
+
+Every error renders as ``message`` followed by ``Fix: ...`` when a fix is known, so the
+CLI and the server can show one text and users never need the traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "ConfigError",
+    "CrossrankError",
+    "InferenceError",
+    "InputError",
+    "IntegrityError",
+    "ModelError",
+    "ModelNotFoundError",
+    "OverloadedError",
+    "UnsupportedModelError",
+]
+
+
+class CrossrankError(Exception):
+    """Root of every error crossrank raises on purpose."""
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return self.message if self.fix is None else f"{self.message}\nFix: {self.fix}"
+
+
+class ConfigError(CrossrankError):
+    """An option has a value crossrank cannot work with."""
+
+
+class InputError(CrossrankError):
+    """The query or documents break a limit or a rule."""
+
+
+class ModelError(CrossrankError):
+    """The model cannot be found or used."""
+
+
+class ModelNotFoundError(ModelError):
+    """No model at the given name or path."""
+
+
+class IntegrityError(ModelError):
+    """The model folder is there but broken."""
+
+
+class UnsupportedModelError(ModelError):
+    """The model is not a cross-encoder crossrank can run safely."""
+
+
+class BackendError(CrossrankError):
+    """The runtime that executes the model failed."""
+
+
+class BackendUnavailableError(BackendError):
+    """The runtime's optional dependency is not installed."""
+
+
+class InferenceError(BackendError):
+    """Scoring failed inside the runtime."""
+
+
+class OverloadedError(CrossrankError):
+    """More work is queued than the configured bound allows."""

@@ -1,0 +1,50 @@
+"""Composition root: model spec and options to a ready Scorer (folder, tokenizer, backend)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from crossrank.backends.registry import load_backend
+from crossrank.config import ModelSpec, RuntimeOptions, TruncationOptions
+from crossrank.engine.scorer import Scorer
+from crossrank.engine.tokenizer import PairTokenizer
+from crossrank.errors import ConfigError
+from crossrank.models.info import ModelInfo
+from crossrank.models.resolve import resolve_model
+
+__all__ = ["LoadedModel", "check_max_length", "load_model"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A model ready to score, with what is known about it."""
+
+    info: ModelInfo
+    scorer: Scorer
+    load_seconds: float
+
+
+def check_max_length(truncation: TruncationOptions, info: ModelInfo) -> None:
+    """Refuse a window longer than the model's position table (it would crash mid-batch)."""
+    if truncation.max_length > info.max_length:
+        raise ConfigError(
+            f"max_length {truncation.max_length} is more than {info.path.name} reads ({info.max_length} tokens)",
+            fix=f"use max_length <= {info.max_length}",
+        )
+
+
+def load_model(spec: ModelSpec, runtime: RuntimeOptions, truncation: TruncationOptions, backend: str) -> LoadedModel:
+    """Resolve, check and load a model; cheap checks run before any weight is read."""
+    started = time.perf_counter()
+    info = resolve_model(spec)
+    check_max_length(truncation, info)
+    tokenizer = PairTokenizer.from_pretrained(info.path, trust_remote_code=spec.trust_remote_code)
+    runner = load_backend(
+        backend,
+        info.path,
+        runtime=runtime,
+        allow_pickle=spec.allow_pickle,
+        trust_remote_code=spec.trust_remote_code,
+    )
+    return LoadedModel(info=info, scorer=Scorer(tokenizer, runner), load_seconds=time.perf_counter() - started)

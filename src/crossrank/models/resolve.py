@@ -1,0 +1,45 @@
+"""Turn a model name or path into a local folder, checked enough to load."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from crossrank.config import ModelSpec
+from crossrank.errors import ModelNotFoundError
+from crossrank.models.info import ModelInfo, read_model_info
+
+__all__ = ["resolve_model"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _is_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.match(name)) and not name.startswith(".") and ".." not in name
+
+
+def resolve_model(spec: ModelSpec) -> ModelInfo:
+    """Find ``spec``'s folder (local, or hub cache, downloading if needed) and read its facts.
+
+    A name that is an existing folder is used as it is; a hub-id-shaped name that is not is
+    looked up on the hub; anything else is a missing folder.
+    """
+    path = Path(spec.name_or_path).expanduser()
+    if path.is_dir():
+        return read_model_info(path.resolve(), allow_pickle=spec.allow_pickle)
+    if not _is_hub_id(spec.name_or_path):
+        raise ModelNotFoundError(
+            f"no model folder at {path.resolve()}",
+            fix=f"check the path, or download a model there: hf download BAAI/bge-reranker-v2-m3 --local-dir {path}",
+        )
+    # Imported here so that local folders work without huggingface_hub's start-up cost.
+    from crossrank.models.download import snapshot
+
+    folder = snapshot(
+        spec.name_or_path,
+        revision=spec.revision,
+        cache_dir=spec.cache_dir,
+        allow_pickle=spec.allow_pickle,
+        trust_remote_code=spec.trust_remote_code,
+    )
+    return read_model_info(folder, allow_pickle=spec.allow_pickle)

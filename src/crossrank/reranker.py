@@ -1,0 +1,257 @@
+"""Reranker: the synchronous façade (rerank documents, score pairs, FlagReranker-compatible scoring)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from types import TracebackType
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
+
+from crossrank.config import (
+    DEFAULT_MODEL,
+    BatchingOptions,
+    Dtype,
+    ModelSpec,
+    RuntimeOptions,
+    TruncationOptions,
+)
+from crossrank.engine.scorer import sigmoid
+from crossrank.errors import InputError
+from crossrank.loader import LoadedModel, check_max_length, load_model
+from crossrank.types import RerankResult, ScoredDocument
+
+__all__ = ["Reranker"]
+
+
+def _check_text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _check_documents(documents: object) -> list[str]:
+    if isinstance(documents, str) or not isinstance(documents, Sequence):
+        raise InputError(
+            f"documents must be a list of strings, got {type(documents).__name__}",
+            fix="wrap a single document in a list: [document]",
+        )
+    return [_check_text(d, f"documents[{i}]") for i, d in enumerate(documents)]
+
+
+def _check_pairs(pairs: object) -> list[tuple[str, str]]:
+    if isinstance(pairs, str) or not isinstance(pairs, Sequence):
+        raise InputError(f"pairs must be a list of [query, document] pairs, got {type(pairs).__name__}")
+    checked = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise InputError(f"pairs[{i}] must be a [query, document] pair")
+        checked.append((_check_text(pair[0], f"pairs[{i}][0]"), _check_text(pair[1], f"pairs[{i}][1]")))
+    return checked
+
+
+class Reranker:
+    """Scores and orders documents for a query with a cross-encoder.
+
+    Example:
+        >>> rr = Reranker("BAAI/bge-reranker-v2-m3")            # hub id or local folder
+        >>> rr.rerank("苹果手机", ["苹果是一种水果", "iPhone 15 正式发布"], top_n=1).results[0].index
+        1
+        >>> rr.compute_score(["what is panda?", "The giant panda is a bear."], normalize=True)
+        0.99...
+
+    Args:
+        model: hub id or local folder of a one-label ``*ForSequenceClassification`` model.
+        revision: hub branch, tag or commit.
+        backend: runtime that executes the model (``torch``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: ``auto`` (float16 on GPU, float32 on CPU), ``float32``, ``float16`` or ``bfloat16``.
+        max_length: tokens per (query, document) pair, special tokens included.
+        query_max_length: the query's cap (default ``max_length * 3 // 4``); only documents are cut after it.
+        max_batch_tokens: padded tokens per forward pass.
+        max_batch_size: pairs per forward pass.
+        num_threads: CPU threads for the runtime.
+        allow_pickle: accept ``pytorch_model.bin`` weights (pickle can run code).
+        trust_remote_code: run code shipped with the model.
+        cache_dir: hub cache folder (default: huggingface_hub's, from ``HF_HOME``).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        backend: str = "torch",
+        device: str = "auto",
+        dtype: Dtype = "auto",
+        max_length: int = 512,
+        query_max_length: int | None = None,
+        max_batch_tokens: int = 8192,
+        max_batch_size: int = 64,
+        num_threads: int | None = None,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+        cache_dir: str | None = None,
+    ) -> None:
+        self.truncation = TruncationOptions(max_length=max_length, query_max_length=query_max_length)
+        self.batching = BatchingOptions(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+        spec = ModelSpec(
+            name_or_path=model,
+            revision=revision,
+            cache_dir=cache_dir,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+        )
+        runtime = RuntimeOptions(device=device, dtype=dtype, num_threads=num_threads)
+        self.model = model
+        self._loaded: LoadedModel = load_model(spec, runtime, self.truncation, backend)
+
+    @property
+    def device(self) -> str:
+        """Device the model runs on, e.g. ``cpu`` or ``cuda:0``."""
+        return self._loaded.scorer.backend.device
+
+    @property
+    def dtype(self) -> str:
+        """Precision of the model's weights, e.g. ``float32``."""
+        return self._loaded.scorer.backend.dtype
+
+    @property
+    def model_max_length(self) -> int:
+        """The longest pair the model can read, in tokens."""
+        return self._loaded.info.max_length
+
+    @property
+    def load_seconds(self) -> float:
+        """Wall time spent resolving and loading the model."""
+        return self._loaded.load_seconds
+
+    def unknown_fraction(self, text: str) -> float:
+        """Share of ``text``'s tokens the model's vocabulary cannot represent (1.0: it cannot read it)."""
+        return self._loaded.scorer.tokenizer.unknown_fraction(text)
+
+    def _truncation(self, max_length: int | None, query_max_length: int | None) -> TruncationOptions:
+        if max_length is None and query_max_length is None:
+            return self.truncation
+        truncation = TruncationOptions(
+            max_length=self.truncation.max_length if max_length is None else max_length,
+            query_max_length=query_max_length,
+        )
+        check_max_length(truncation, self._loaded.info)
+        return truncation
+
+    def _logits(
+        self, pairs: object, max_length: int | None, query_max_length: int | None, batch_size: int | None
+    ) -> npt.NDArray[np.float32]:
+        batching = self.batching
+        if batch_size is not None:
+            batching = dataclasses.replace(batching, max_batch_size=batch_size)
+        logits, _ = self._loaded.scorer.score(
+            _check_pairs(pairs), truncation=self._truncation(max_length, query_max_length), batching=batching
+        )
+        return logits
+
+    def score(
+        self,
+        pairs: Sequence[tuple[str, str]] | Sequence[Sequence[str]],
+        *,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+        batch_size: int | None = None,
+    ) -> list[float]:
+        """Raw logits of (query, document) pairs, in the caller's order."""
+        return [float(x) for x in self._logits(pairs, max_length, query_max_length, batch_size)]
+
+    @overload
+    def compute_score(  # type: ignore[overload-overlap]  # a (str, str) tuple is also a sequence of strings
+        self,
+        sentence_pairs: tuple[str, str],
+        *,
+        batch_size: int | None = ...,
+        max_length: int | None = ...,
+        query_max_length: int | None = ...,
+        normalize: bool = ...,
+    ) -> float: ...
+    @overload
+    def compute_score(
+        self,
+        sentence_pairs: Sequence[tuple[str, str]] | Sequence[Sequence[str]],
+        *,
+        batch_size: int | None = ...,
+        max_length: int | None = ...,
+        query_max_length: int | None = ...,
+        normalize: bool = ...,
+    ) -> list[float]: ...
+    def compute_score(
+        self,
+        sentence_pairs: tuple[str, str] | Sequence[tuple[str, str]] | Sequence[Sequence[str]],
+        *,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+        normalize: bool = False,
+    ) -> float | list[float]:
+        """FlagEmbedding ``FlagReranker.compute_score``: one pair gives a float, a list of pairs a list.
+
+        Scores are raw logits, or ``sigmoid(logit)`` with ``normalize=True``.
+        """
+        single = (
+            isinstance(sentence_pairs, Sequence)
+            and len(sentence_pairs) == 2
+            and all(isinstance(x, str) for x in sentence_pairs)
+        )
+        logits = self._logits([sentence_pairs] if single else sentence_pairs, max_length, query_max_length, batch_size)
+        scores = [float(x) for x in (sigmoid(logits) if normalize else logits)]
+        return scores[0] if single else scores
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        return_documents: bool = True,
+        max_length: int | None = None,
+    ) -> RerankResult:
+        """Order ``documents`` by relevance to ``query`` (highest first; ties keep the caller's order).
+
+        Args:
+            query: the question or search text.
+            documents: candidate texts; any Unicode, empty strings allowed.
+            top_n: keep only the best ``top_n`` (all when ``None``).
+            return_documents: include each document's text in the result.
+            max_length: this call's tokens per pair, instead of the reranker's.
+        """
+        query = _check_text(query, "query")
+        texts = _check_documents(documents)
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise InputError(f"top_n must be a positive integer, got {top_n!r}")
+        logits, usage = self._loaded.scorer.score(
+            [(query, text) for text in texts], truncation=self._truncation(max_length, None), batching=self.batching
+        )
+        relevance = sigmoid(logits)
+        order = sorted(range(len(texts)), key=lambda i: -float(logits[i]))[:top_n]
+        results = [
+            ScoredDocument(
+                index=i,
+                score=float(logits[i]),
+                relevance_score=float(relevance[i]),
+                document=texts[i] if return_documents else None,
+            )
+            for i in order
+        ]
+        return RerankResult(results=results, usage=usage)
+
+    def close(self) -> None:
+        """Release the model (and its GPU memory)."""
+        self._loaded.scorer.backend.close()
+
+    def __enter__(self) -> Reranker:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Tasks built on the façades (smoke check, demo, ...); the CLI renders their reports."""
