@@ -1,0 +1,88 @@
+"""Shared fixtures: the models in ../shared (skipped with a reason when absent) and tiny random models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crossrank import Reranker
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MODELS = SHARED / "models"
+DATA = SHARED / "data"
+
+
+def _shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared models/data folder beside the repository is missing)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def english_model_dir() -> Path:
+    """The real trained English cross-encoder (BERT, 6 layers) from ../shared/models."""
+    return _shared(MODELS / "minilm-l6-distilled-reranker-en")
+
+
+@pytest.fixture(scope="session")
+def xlmr_tokenizer_dir() -> Path:
+    """The real XLM-R tokenizer that bge-reranker-v2-m3 uses."""
+    return _shared(MODELS / "xlm-roberta-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def m3_config() -> dict[str, object]:
+    """bge-reranker-v2-m3's exact config.json."""
+    config: dict[str, object] = json.loads(
+        (_shared(MODELS / "bge-reranker-v2-m3-config") / "config.json").read_text()
+    )
+    return config
+
+
+def build_tiny_xlmr(target: Path, tokenizer_dir: Path, m3_config: dict[str, object], *, seed: int = 0) -> Path:
+    """Save a randomly initialised XLMRobertaForSequenceClassification (2 layers, hidden 32) with the real tokenizer."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    config = XLMRobertaConfig(
+        **{
+            **{k: v for k, v in m3_config.items() if not k.startswith("_") and k != "transformers_version"},
+            "num_hidden_layers": 2,
+            "hidden_size": 32,
+            "num_attention_heads": 4,
+            "intermediate_size": 64,
+            "num_labels": 1,
+        }
+    )
+    torch.manual_seed(seed)
+    model = XLMRobertaForSequenceClassification(config).eval()
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target, safe_serialization=True)
+    for item in tokenizer_dir.iterdir():
+        shutil.copy(item, target / item.name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr_dir(
+    tmp_path_factory: pytest.TempPathFactory, xlmr_tokenizer_dir: Path, m3_config: dict[str, object]
+) -> Path:
+    """A tiny random XLM-R cross-encoder with bge-reranker-v2-m3's tokenizer and config (shrunk)."""
+    return build_tiny_xlmr(tmp_path_factory.mktemp("tiny-xlmr"), xlmr_tokenizer_dir, m3_config)
+
+
+@pytest.fixture(scope="session")
+def english_reranker(english_model_dir: Path) -> Iterator[Reranker]:
+    with Reranker(str(english_model_dir), device="cpu") as reranker:
+        yield reranker
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker(tiny_xlmr_dir: Path) -> Iterator[Reranker]:
+    with Reranker(str(tiny_xlmr_dir), device="cpu") as reranker:
+        yield reranker
