@@ -18,10 +18,11 @@ from crossrank.config import (
     RuntimeOptions,
     TruncationOptions,
 )
-from crossrank.engine.scorer import sigmoid
+from crossrank.engine.ranking import rank
+from crossrank.engine.scorer import ScoreRequest, sigmoid
 from crossrank.errors import InputError
 from crossrank.loader import LoadedModel, check_max_length, load_model
-from crossrank.types import RerankResult, ScoredDocument
+from crossrank.types import RerankResult
 
 __all__ = ["Reranker"]
 
@@ -145,12 +146,22 @@ class Reranker:
     def _logits(
         self, pairs: object, max_length: int | None, query_max_length: int | None, batch_size: int | None
     ) -> npt.NDArray[np.float32]:
+        checked = _check_pairs(pairs)
+        truncation = self._truncation(max_length, query_max_length)
         batching = self.batching
         if batch_size is not None:
             batching = dataclasses.replace(batching, max_batch_size=batch_size)
-        logits, _ = self._loaded.scorer.score(
-            _check_pairs(pairs), truncation=self._truncation(max_length, query_max_length), batching=batching
-        )
+        # One request per distinct query, so each query is tokenised once.
+        positions: dict[str, list[int]] = {}
+        for i, (query, _) in enumerate(checked):
+            positions.setdefault(query, []).append(i)
+        requests = [
+            ScoreRequest(query=query, documents=[checked[i][1] for i in where], truncation=truncation)
+            for query, where in positions.items()
+        ]
+        logits = np.empty(len(checked), dtype=np.float32)
+        for where, scored in zip(positions.values(), self._loaded.scorer.score(requests, batching), strict=True):
+            logits[where] = scored.logits
         return logits
 
     def score(
@@ -228,21 +239,10 @@ class Reranker:
         texts = _check_documents(documents)
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise InputError(f"top_n must be a positive integer, got {top_n!r}")
-        logits, usage = self._loaded.scorer.score(
-            [(query, text) for text in texts], truncation=self._truncation(max_length, None), batching=self.batching
-        )
-        relevance = sigmoid(logits)
-        order = sorted(range(len(texts)), key=lambda i: -float(logits[i]))[:top_n]
-        results = [
-            ScoredDocument(
-                index=i,
-                score=float(logits[i]),
-                relevance_score=float(relevance[i]),
-                document=texts[i] if return_documents else None,
-            )
-            for i in order
-        ]
-        return RerankResult(results=results, usage=usage)
+        request = ScoreRequest(query=query, documents=texts, truncation=self._truncation(max_length, None))
+        (scored,) = self._loaded.scorer.score([request], self.batching)
+        results = rank(scored.logits, texts, top_n=top_n, return_documents=return_documents)
+        return RerankResult(results=results, usage=scored.usage)
 
     def close(self) -> None:
         """Release the model (and its GPU memory)."""

@@ -1,8 +1,14 @@
-"""Scorer: text pairs to float32 logits through tokenizer, planner and backend, in bounded memory."""
+"""Scorer: rerank requests to float32 logits through tokenizer, planner and backend, in bounded memory.
+
+Several requests (each a query and its documents, with its own truncation) are scored together:
+their pairs are length-sorted into the same batches, so a micro-batcher can hand over everything
+that is queued in one call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -10,10 +16,10 @@ import numpy.typing as npt
 from crossrank.backends.base import Backend
 from crossrank.config import BatchingOptions, TruncationOptions
 from crossrank.engine.planner import plan_batches
-from crossrank.engine.tokenizer import EncodedPair, EncodedQuery, PairTokenizer
+from crossrank.engine.tokenizer import EncodedPair, PairTokenizer
 from crossrank.types import Usage
 
-__all__ = ["Scorer", "sigmoid"]
+__all__ = ["ScoreRequest", "ScoredRequest", "Scorer", "sigmoid"]
 
 # Pairs tokenised and held at once. Bounds memory for any number of documents while leaving the
 # planner enough pairs to sort, so padding stays as small as with one global sort.
@@ -28,40 +34,82 @@ def sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    """One query and its documents, cut by its own truncation options."""
+
+    query: str
+    documents: Sequence[str]
+    truncation: TruncationOptions
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRequest:
+    """Raw logits of a request's documents, in the request's order, and its token accounting."""
+
+    logits: npt.NDArray[np.float32]
+    usage: Usage
+
+
+@dataclass(slots=True)
+class _Tally:
+    total_tokens: int = 0
+    truncated_documents: int = 0
+    truncated_tokens: int = 0
+
+    def add(self, pair: EncodedPair) -> None:
+        self.total_tokens += len(pair.ids)
+        self.truncated_documents += pair.truncated_tokens > 0
+        self.truncated_tokens += pair.truncated_tokens
+
+
 class Scorer:
-    """Scores (query, document) pairs; one instance is used by one thread at a time."""
+    """Scores requests; one instance is used by one thread at a time."""
 
     def __init__(self, tokenizer: PairTokenizer, backend: Backend) -> None:
         self.tokenizer = tokenizer
         self.backend = backend
 
-    def score(
-        self, pairs: Sequence[tuple[str, str]], *, truncation: TruncationOptions, batching: BatchingOptions
-    ) -> tuple[npt.NDArray[np.float32], Usage]:
-        """Raw logits in the order of ``pairs``, and the token accounting."""
-        logits = np.empty(len(pairs), dtype=np.float32)
-        queries: dict[str, EncodedQuery] = {}
-        total = truncated_docs = truncated_tokens = 0
-        for start in range(0, len(pairs), _WINDOW):
-            window = pairs[start : start + _WINDOW]
-            for query, _ in window:
-                if query not in queries:
-                    queries[query] = self.tokenizer.encode_query(query, truncation)
-            documents = self.tokenizer.encode_documents([document for _, document in window])
+    def score(self, requests: Sequence[ScoreRequest], batching: BatchingOptions) -> list[ScoredRequest]:
+        """Score every document of every request; pairs of all requests share batches."""
+        queries = [self.tokenizer.encode_query(r.query, r.truncation) for r in requests]
+        logits = [np.empty(len(r.documents), dtype=np.float32) for r in requests]
+        tallies = [_Tally() for _ in requests]
+        for window in _windows(requests):
+            documents = self.tokenizer.encode_documents([requests[r].documents[d] for r, d in window])
             encoded = [
-                self.tokenizer.build_pair(queries[query], document.ids, truncation)
-                for (query, _), document in zip(window, documents, strict=True)
+                self.tokenizer.build_pair(queries[r], document.ids, requests[r].truncation)
+                for (r, _), document in zip(window, documents, strict=True)
             ]
             for batch in plan_batches([len(p.ids) for p in encoded], batching):
-                members: list[EncodedPair] = [encoded[i] for i in batch]
-                logits[[start + i for i in batch]] = self.backend.forward(self.tokenizer.pad(members))
-            total += sum(len(p.ids) for p in encoded)
-            truncated_docs += sum(1 for p in encoded if p.truncated_tokens)
-            truncated_tokens += sum(p.truncated_tokens for p in encoded)
-        usage = Usage(
-            total_tokens=total,
-            truncated_documents=truncated_docs,
-            truncated_tokens=truncated_tokens,
-            truncated_queries=sum(1 for q in queries.values() if q.truncated),
-        )
-        return logits, usage
+                scores = self.backend.forward(self.tokenizer.pad([encoded[i] for i in batch]))
+                for i, score in zip(batch, scores, strict=True):
+                    r, d = window[i]
+                    logits[r][d] = score
+            for (r, _), pair in zip(window, encoded, strict=True):
+                tallies[r].add(pair)
+        return [
+            ScoredRequest(
+                logits=logits[r],
+                usage=Usage(
+                    total_tokens=tally.total_tokens,
+                    truncated_documents=tally.truncated_documents,
+                    truncated_tokens=tally.truncated_tokens,
+                    truncated_queries=int(queries[r].truncated),
+                ),
+            )
+            for r, tally in enumerate(tallies)
+        ]
+
+
+def _windows(requests: Sequence[ScoreRequest]) -> Iterator[list[tuple[int, int]]]:
+    """(request, document) index pairs, ``_WINDOW`` at a time."""
+    window: list[tuple[int, int]] = []
+    for r, request in enumerate(requests):
+        for d in range(len(request.documents)):
+            window.append((r, d))
+            if len(window) == _WINDOW:
+                yield window
+                window = []
+    if window:
+        yield window

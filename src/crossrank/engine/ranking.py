@@ -1,0 +1,30 @@
+"""Ranking: logits of one request's documents to sorted ScoredDocuments (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from crossrank.engine.scorer import sigmoid
+from crossrank.types import ScoredDocument
+
+__all__ = ["rank"]
+
+
+def rank(
+    logits: npt.NDArray[np.float32], documents: Sequence[str], *, top_n: int | None, return_documents: bool
+) -> list[ScoredDocument]:
+    """Documents by descending logit; equal logits keep the caller's order (stable sort)."""
+    relevance = sigmoid(logits)
+    order = sorted(range(len(documents)), key=lambda i: -float(logits[i]))[:top_n]
+    return [
+        ScoredDocument(
+            index=i,
+            score=float(logits[i]),
+            relevance_score=float(relevance[i]),
+            document=documents[i] if return_documents else None,
+        )
+        for i in order
+    ]
