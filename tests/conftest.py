@@ -38,9 +38,7 @@ def xlmr_tokenizer_dir() -> Path:
 @pytest.fixture(scope="session")
 def m3_config() -> dict[str, object]:
     """bge-reranker-v2-m3's exact config.json."""
-    config: dict[str, object] = json.loads(
-        (_shared(MODELS / "bge-reranker-v2-m3-config") / "config.json").read_text()
-    )
+    config: dict[str, object] = json.loads((_shared(MODELS / "bge-reranker-v2-m3-config") / "config.json").read_text())
     return config
 
 

@@ -10,6 +10,7 @@ changing truncation/padding settings per call, which this class never does).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,14 @@ from crossrank.config import TruncationOptions
 from crossrank.errors import UnsupportedModelError
 
 __all__ = ["EncodedPair", "EncodedQuery", "PairTokenizer"]
+
+# A surrogate code point in a Python str is always unpaired (JSON "\\ud83d" decodes to one) and the
+# Rust tokenizer rejects it; U+FFFD keeps one code point per code point, so character offsets hold.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +142,7 @@ class PairTokenizer:
 
     def unknown_fraction(self, text: str) -> float:
         """Share of ``text``'s tokens that the vocabulary cannot represent (0 for empty text)."""
-        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        ids = self._tokenizer.encode(_valid_text(text), add_special_tokens=False).ids
         if not ids or self._unk_token_id is None:
             return 0.0
         return ids.count(self._unk_token_id) / len(ids)
@@ -141,12 +150,12 @@ class PairTokenizer:
     def encode_query(self, query: str, truncation: TruncationOptions) -> EncodedQuery:
         """Tokens of the query, cut to its cap (never so long that no document token fits)."""
         cap = min(truncation.query_cap, truncation.max_length - self.special_tokens - 1)
-        ids = self._tokenizer.encode(query, add_special_tokens=False).ids
+        ids = self._tokenizer.encode(_valid_text(query), add_special_tokens=False).ids
         return EncodedQuery(ids=ids[:cap], truncated=len(ids) > cap)
 
     def encode_documents(self, documents: Sequence[str]) -> list[Encoding]:
         """Encode documents in parallel (Rust threads), without special tokens and uncut."""
-        return self._tokenizer.encode_batch(list(documents), add_special_tokens=False)
+        return self._tokenizer.encode_batch([_valid_text(d) for d in documents], add_special_tokens=False)
 
     def build_pair(self, query: EncodedQuery, document: Sequence[int], truncation: TruncationOptions) -> EncodedPair:
         """Put the special tokens around a query and a document, cutting the document to fit."""

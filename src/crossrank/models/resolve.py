@@ -27,6 +27,11 @@ def resolve_model(spec: ModelSpec) -> ModelInfo:
     path = Path(spec.name_or_path).expanduser()
     if path.is_dir():
         return read_model_info(path.resolve(), allow_pickle=spec.allow_pickle)
+    if path.exists():
+        raise ModelNotFoundError(
+            f"{path.resolve()} is a file, not a model folder",
+            fix="pass the folder that holds config.json and the weights",
+        )
     if not _is_hub_id(spec.name_or_path):
         raise ModelNotFoundError(
             f"no model folder at {path.resolve()}",

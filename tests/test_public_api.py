@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import crossrank
+
+
+def test_public_names() -> None:
+    assert sorted(crossrank.__all__) == sorted(
+        [
+            "BackendError",
+            "BackendUnavailableError",
+            "BatchingOptions",
+            "ConfigError",
+            "CrossrankError",
+            "InferenceError",
+            "InputError",
+            "IntegrityError",
+            "ModelError",
+            "ModelNotFoundError",
+            "ModelSpec",
+            "OverloadedError",
+            "RerankResult",
+            "Reranker",
+            "RuntimeOptions",
+            "ScoredDocument",
+            "TruncationOptions",
+            "UnsupportedModelError",
+            "Usage",
+            "__version__",
+        ]
+    )
+    for name in crossrank.__all__:
+        assert hasattr(crossrank, name)
+
+
+def test_import_stays_light() -> None:
+    code = (
+        "import sys, crossrank\n"
+        "heavy = [m for m in ('torch', 'transformers', 'fastapi', 'typer', 'rich', 'huggingface_hub')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

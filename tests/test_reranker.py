@@ -1,0 +1,164 @@
+"""The Reranker façade: ranking sanity on a real model, ordering rules, limits and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossrank import ConfigError, InputError, Reranker, RerankResult, ScoredDocument
+from crossrank.tools.demo import DEMO_CASES
+
+KEYWORD_TRAPS = [
+    ("apple iphone price", "The new iPhone costs 999 dollars", "Apples are a healthy fruit"),
+    ("how many people live in berlin", "Berlin has a population of 3.5 million", "Paris is the capital of France"),
+    ("what is panda?", "The giant panda is a bear species endemic to China.", "hi"),
+    ("python programming language", "Python is a high-level programming language.", "The python is a large snake."),
+]
+
+
+@pytest.mark.parametrize(("query", "relevant", "trap"), KEYWORD_TRAPS)
+def test_relevant_above_keyword_trap(english_reranker: Reranker, query: str, relevant: str, trap: str) -> None:
+    result = english_reranker.rerank(query, [trap, relevant])
+    assert [r.index for r in result.results] == [1, 0]
+    assert result.results[0].relevance_score > result.results[1].relevance_score
+
+
+def test_demo_english_case_puts_the_iphone_first(english_reranker: Reranker) -> None:
+    query, documents = DEMO_CASES["en"]
+    top = english_reranker.rerank(query, list(documents), top_n=1).results[0]
+    assert top.document == "The new iPhone costs 999 dollars"
+
+
+def test_result_shape_order_and_indices(english_reranker: Reranker) -> None:
+    documents = ["Paris is in France", "Berlin has 3.5 million people", "bananas", "Berlin is Germany's capital"]
+    result = english_reranker.rerank("how many people live in berlin", documents)
+    assert isinstance(result, RerankResult)
+    assert sorted(r.index for r in result.results) == [0, 1, 2, 3]
+    scores = [r.score for r in result.results]
+    assert scores == sorted(scores, reverse=True)
+    for item in result.results:
+        assert isinstance(item, ScoredDocument)
+        assert item.document == documents[item.index]
+        assert 0.0 <= item.relevance_score <= 1.0
+    assert result.results[0].index == 1
+    assert result.usage.total_tokens > 0 and result.usage.truncated_documents == 0
+
+
+def test_top_n_and_return_documents(english_reranker: Reranker) -> None:
+    documents = ["a", "Berlin has 3.5 million people", "c", "d"]
+    full = english_reranker.rerank("berlin population", documents)
+    top = english_reranker.rerank("berlin population", documents, top_n=2, return_documents=False)
+    assert [r.index for r in top.results] == [r.index for r in full.results[:2]]
+    assert all(r.document is None for r in top.results)
+    assert len(english_reranker.rerank("q", documents, top_n=10).results) == 4
+
+
+def test_duplicates_tie_in_the_callers_order(english_reranker: Reranker) -> None:
+    documents = ["same text", "Berlin has 3.5 million people", "same text", "same text"]
+    result = english_reranker.rerank("berlin population", documents)
+    tied = [r for r in result.results if r.document == "same text"]
+    assert [r.index for r in tied] == [0, 2, 3]
+    assert len({r.score for r in tied}) == 1
+
+
+def test_empty_list_empty_strings_and_unicode(english_reranker: Reranker) -> None:
+    assert english_reranker.rerank("q", []).results == []
+    result = english_reranker.rerank("", ["", "🐼", "\u0000\u200b", "\ud83d"])  # includes a lone surrogate
+    assert sorted(r.index for r in result.results) == [0, 1, 2, 3]
+    assert all(np.isfinite(r.score) for r in result.results)
+
+
+def test_ten_thousand_documents(tiny_reranker: Reranker) -> None:
+    documents = [f"document number {i} about topic {i % 97}" for i in range(10_000)]
+    result = tiny_reranker.rerank("topic 42", documents)
+    assert len(result.results) == 10_000
+    assert sorted(r.index for r in result.results) == list(range(10_000))
+    # Same scores as scoring a slice on its own: windows and batches do not leak into each other.
+    sample = [0, 4095, 4096, 9999]
+    expected = tiny_reranker.score([("topic 42", documents[i]) for i in sample])
+    by_index = {r.index: r.score for r in result.results}
+    np.testing.assert_allclose([by_index[i] for i in sample], expected, atol=1e-5)
+
+
+def test_truncation_is_reported(english_reranker: Reranker, english_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(english_model_dir)
+    query, documents = "pandas", ["panda " * 1000, "short"]
+    query_tokens = len(hf(query, add_special_tokens=False)["input_ids"])
+    document_tokens = [len(hf(d, add_special_tokens=False)["input_ids"]) for d in documents]
+    result = english_reranker.rerank(query, documents)
+    assert result.usage.truncated_documents == 1
+    assert result.usage.truncated_tokens == document_tokens[0] - (512 - 3 - query_tokens)
+    assert result.usage.total_tokens == 512 + (3 + query_tokens + document_tokens[1])
+    long_query = english_reranker.rerank("panda " * 1000, ["short"])
+    assert long_query.usage.truncated_queries == 1
+
+
+def test_compute_score_semantics(english_reranker: Reranker) -> None:
+    single = english_reranker.compute_score(("what is panda?", "The giant panda is a bear."))
+    assert isinstance(single, float)
+    listed = english_reranker.compute_score([["what is panda?", "The giant panda is a bear."]])
+    assert isinstance(listed, list) and listed == [single]
+    normalized = english_reranker.compute_score(["what is panda?", "The giant panda is a bear."], normalize=True)
+    assert normalized == pytest.approx(1 / (1 + np.exp(-single)))
+    assert english_reranker.compute_score([]) == []
+
+
+def test_per_call_max_length(english_reranker: Reranker) -> None:
+    long_document = "Berlin has a population of 3.5 million. " + "filler words " * 300
+    short = english_reranker.rerank("berlin population", [long_document], max_length=32)
+    assert short.usage.total_tokens == 32
+    with pytest.raises(ConfigError, match="more than"):
+        english_reranker.rerank("q", ["d"], max_length=4096)
+
+
+@pytest.mark.parametrize(
+    ("query", "documents", "message"),
+    [
+        (None, ["d"], "query must be a string"),
+        ("q", "a single string", "documents must be a list"),
+        ("q", ["ok", 3], r"documents\[1\] must be a string"),
+        ("q", None, "documents must be a list"),
+    ],
+)
+def test_bad_input_names_the_field(english_reranker: Reranker, query: object, documents: object, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        english_reranker.rerank(query, documents)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("top_n", [0, -1, 1.5, True])
+def test_bad_top_n(english_reranker: Reranker, top_n: object) -> None:
+    with pytest.raises(InputError, match="top_n"):
+        english_reranker.rerank("q", ["d"], top_n=top_n)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pairs", [[("q",)], [("q", 1)], "qd", [["q", "d", "e"]]])
+def test_bad_pairs(english_reranker: Reranker, pairs: object) -> None:
+    with pytest.raises(InputError, match="pair"):
+        english_reranker.score(pairs)  # type: ignore[arg-type]
+
+
+def test_max_length_above_the_model_limit(english_model_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="512"):
+        Reranker(str(english_model_dir), max_length=1024)
+
+
+def test_model_facts(english_reranker: Reranker, tiny_reranker: Reranker) -> None:
+    assert english_reranker.device == "cpu"
+    assert english_reranker.dtype == "float32"
+    assert english_reranker.model_max_length == 512
+    assert tiny_reranker.model_max_length == 8192  # 8194 positions minus the RoBERTa offset
+    assert english_reranker.load_seconds > 0
+
+
+def test_bfloat16_scores_stay_float32_and_close(english_model_dir: Path, english_reranker: Reranker) -> None:
+    pairs = [(q, d) for q, d, _ in KEYWORD_TRAPS] + [(q, t) for q, _, t in KEYWORD_TRAPS]
+    with Reranker(str(english_model_dir), device="cpu", dtype="bfloat16") as half:
+        assert half.dtype == "bfloat16"
+        got = half.score(pairs)
+    expected = english_reranker.score(pairs)
+    np.testing.assert_allclose(got, expected, atol=0.25)
+    assert [g > 0 for g in got] == [e > 0 for e in expected]

@@ -1,0 +1,99 @@
+"""Token ids equal the Hugging Face tokenizer's for the same pairs and truncation policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cases import LONG_QUERY, PAIRS
+from crossrank.config import TruncationOptions
+from crossrank.engine.tokenizer import PairTokenizer
+from reference import flag_inputs
+
+
+@pytest.fixture(scope="module", params=["xlmr", "bert"])
+def tokenizer_dir(request: pytest.FixtureRequest, xlmr_tokenizer_dir: Path, english_model_dir: Path) -> Path:
+    return xlmr_tokenizer_dir if request.param == "xlmr" else english_model_dir
+
+
+@pytest.mark.parametrize("max_length", [32, 128, 512])
+def test_ids_match_the_flagembedding_policy(tokenizer_dir: Path, max_length: int) -> None:
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ours = PairTokenizer.from_pretrained(tokenizer_dir)
+    truncation = TruncationOptions(max_length=max_length)
+    for query, document in [*PAIRS, (LONG_QUERY, "short document")]:
+        encoded_query = ours.encode_query(query, truncation)
+        document_ids = ours.encode_documents([document])[0].ids
+        pair = ours.build_pair(encoded_query, document_ids, truncation)
+        ids, type_ids = flag_inputs(hf, query, document, max_length)
+        assert pair.ids == ids, (query[:30], document[:30])
+        assert pair.type_ids == type_ids
+        assert len(pair.ids) <= max_length
+
+
+def test_ids_match_the_tokenizers_own_pair_encoding(tokenizer_dir: Path) -> None:
+    """Where the query is under its cap, HF's own `only_second` pair encoding gives the same ids.
+
+    Batched, as sentence-transformers calls it: a single call `hf(q, "")` drops an empty second text.
+    """
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ours = PairTokenizer.from_pretrained(tokenizer_dir)
+    truncation = TruncationOptions(max_length=128)
+    for query, document in PAIRS:
+        expected = hf([query], [document], truncation="only_second", max_length=128)
+        pair = ours.build_pair(
+            ours.encode_query(query, truncation), ours.encode_documents([document])[0].ids, truncation
+        )
+        assert pair.ids == expected["input_ids"][0]
+        if "token_type_ids" in expected:
+            assert pair.type_ids == expected["token_type_ids"][0]
+
+
+def test_truncation_accounting(xlmr_tokenizer_dir: Path) -> None:
+    ours = PairTokenizer.from_pretrained(xlmr_tokenizer_dir)
+    truncation = TruncationOptions(max_length=64)
+    query = ours.encode_query(LONG_QUERY, truncation)
+    assert query.truncated
+    assert len(query.ids) == 48  # 3/4 of 64
+    document = ours.encode_documents(["word " * 100])[0].ids
+    pair = ours.build_pair(query, document, truncation)
+    assert len(pair.ids) == 64
+    assert pair.truncated_tokens == len(document) - (64 - 48 - 4)
+    assert not ours.encode_query("short", truncation).truncated
+
+
+def test_padding_makes_a_rectangular_batch(english_model_dir: Path) -> None:
+    ours = PairTokenizer.from_pretrained(english_model_dir)
+    truncation = TruncationOptions()
+    q = ours.encode_query("query", truncation)
+    pairs = [ours.build_pair(q, d.ids, truncation) for d in ours.encode_documents(["a", "a much longer document"])]
+    batch = ours.pad(pairs)
+    assert batch.input_ids.shape == batch.attention_mask.shape == (2, len(pairs[1].ids))
+    assert batch.attention_mask[0].sum() == len(pairs[0].ids)
+    assert batch.input_ids[0, len(pairs[0].ids) :].tolist() == [0] * (len(pairs[1].ids) - len(pairs[0].ids))
+    assert batch.token_type_ids is not None
+    assert batch.token_type_ids[1].tolist() == pairs[1].type_ids
+
+
+def test_xlmr_batches_carry_no_token_types(xlmr_tokenizer_dir: Path) -> None:
+    ours = PairTokenizer.from_pretrained(xlmr_tokenizer_dir)
+    truncation = TruncationOptions()
+    q = ours.encode_query("what is panda?", truncation)
+    batch = ours.pad([ours.build_pair(q, ours.encode_documents(["hi"])[0].ids, truncation)])
+    assert batch.token_type_ids is None
+    # <s> q </s></s> d </s>, the ids the XLM-R tokenizer's provenance records for this pair
+    assert batch.input_ids[0].tolist() == [0, 2367, 83, 6, 85407, 32, 2, 2, 1274, 2]
+
+
+def test_unknown_fraction(english_model_dir: Path, xlmr_tokenizer_dir: Path) -> None:
+    english = PairTokenizer.from_pretrained(english_model_dir)
+    multilingual = PairTokenizer.from_pretrained(xlmr_tokenizer_dir)
+    assert english.unknown_fraction("苹果手机") > 0.5
+    assert english.unknown_fraction("apple phone") == 0.0
+    assert multilingual.unknown_fraction("苹果手机") == 0.0
+    assert english.unknown_fraction("") == 0.0
