@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import subprocess_env
 from crossrank import __version__
 
 
@@ -24,7 +24,7 @@ def crossrank(
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env=subprocess_env(COLUMNS="200", **(env or {})),
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import subprocess_env
 from crossrank import IntegrityError, ModelNotFoundError, Reranker, UnsupportedModelError
 from crossrank.config import ModelSpec
 from crossrank.models.info import read_model_info
@@ -102,7 +102,7 @@ def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         check=False,
         capture_output=True,
         text=True,
-        env={**os.environ, **env},
+        env=subprocess_env(**env),
         timeout=300,
     )
 

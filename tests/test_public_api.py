@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import crossrank
+from conftest import subprocess_env
 
 
 def test_public_names() -> None:
@@ -42,5 +43,5 @@ def test_import_stays_light() -> None:
         " if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=subprocess_env())
     assert out.stdout.strip() == ""
