@@ -84,7 +84,9 @@ class RuntimeOptions:
                 fix="pass dtype='auto', 'float32', 'float16' or 'bfloat16'",
             )
         if self.fallback not in get_args(Fallback):
-            raise ConfigError(f"fallback {self.fallback!r} is not one of none, cpu", fix="pass fallback='cpu' or 'none'")
+            raise ConfigError(
+                f"fallback {self.fallback!r} is not one of none, cpu", fix="pass fallback='cpu' or 'none'"
+            )
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"num_threads must be at least 1, got {self.num_threads}")
 

@@ -28,6 +28,7 @@ from crossrank.models.integrity import Manifest, write_manifest
 __all__ = [
     "DownloadResult",
     "HubFacts",
+    "cached_snapshot",
     "download_model",
     "hub_checksums",
     "hub_facts",
@@ -215,3 +216,18 @@ def hub_facts() -> HubFacts:
         endpoint=str(constants.ENDPOINT),
         version=str(__version__),
     )
+
+
+def cached_snapshot(repo_id: str, *, revision: str | None = None, cache_dir: str | None = None) -> Path | None:
+    """The cached folder of ``repo_id`` if it was downloaded before; never touches the network."""
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=True,
+            allow_patterns=inference_patterns(allow_pickle=False, trust_remote_code=False),
+        )
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
+        return None
+    return Path(str(folder))
