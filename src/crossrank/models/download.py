@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, constants, get_cached_repo_tree, snapshot_download
+from huggingface_hub import HfApi, RepoFile, constants, get_cached_repo_tree, snapshot_download
 from huggingface_hub.errors import (
     CachedRepoTreeNotFoundError,
     GatedRepoError,
@@ -30,8 +30,8 @@ __all__ = [
     "HubFacts",
     "cached_snapshot",
     "download_model",
-    "hub_checksums",
     "hub_facts",
+    "hub_sizes",
     "inference_patterns",
     "snapshot",
 ]
@@ -161,8 +161,13 @@ def download_model(
                 endpoint=endpoint,
             )
         )
+        # The listing gives every file's size and each large (LFS) file's sha256: what the bytes must be.
+        expected = {
+            entry.path: (int(entry.size), entry.lfs.sha256 if entry.lfs is not None else None)
+            for entry in api.list_repo_tree(repo_id, revision=commit, recursive=True)
+            if isinstance(entry, RepoFile) and (folder / entry.path).is_file()
+        }
     manifest = write_manifest(folder, repo_id=repo_id, revision=revision, commit=commit)
-    expected = hub_checksums(repo_id, commit, folder, cache_dir=cache_dir, local_dir=local_dir) or {}
     problems = [
         f"{name}: {manifest.files[name][0]:,} bytes, sha256 {manifest.files[name][1][:12]}…, but the hub lists "
         f"{size:,} bytes" + (f", sha256 {sha[:12]}…" if sha else "")
@@ -178,10 +183,10 @@ def download_model(
     return DownloadResult(folder=folder, commit=commit, manifest=manifest)
 
 
-def hub_checksums(
+def hub_sizes(
     repo_id: str, commit: str, folder: Path, *, cache_dir: str | None = None, local_dir: Path | None = None
-) -> dict[str, tuple[int, str | None]] | None:
-    """Sizes (and sha256 for large files) the hub listed for ``commit``, as cached by the last download.
+) -> dict[str, int] | None:
+    """File sizes the hub listed for ``commit``, as huggingface_hub cached them at the last download.
 
     ``None`` when no listing was cached (the folder was not made by huggingface_hub). No network access.
     """
@@ -189,11 +194,7 @@ def hub_checksums(
         entries = get_cached_repo_tree(repo_id, revision=commit, cache_dir=cache_dir, local_dir=local_dir)
     except (CachedRepoTreeNotFoundError, OSError, ValueError):
         return None
-    return {
-        entry.path: (int(entry.size), entry.lfs.sha256 if entry.lfs is not None else None)
-        for entry in entries
-        if (folder / entry.path).exists()
-    }
+    return {entry.path: int(entry.size) for entry in entries if (folder / entry.path).exists()}
 
 
 @dataclass(frozen=True, slots=True)

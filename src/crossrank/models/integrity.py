@@ -155,8 +155,8 @@ def read_manifest(folder: Path) -> Manifest | None:
         raise _corrupt(file, f"the manifest cannot be read ({exc!r})") from None
 
 
-def compare_manifest(folder: Path, expected: dict[str, tuple[int | None, str]]) -> list[str]:
-    """Files of ``folder`` whose size or sha256 differs from ``expected`` (name -> (size or None, sha256))."""
+def compare_manifest(folder: Path, expected: dict[str, tuple[int | None, str | None]]) -> list[str]:
+    """Files of ``folder`` whose size or sha256 differs from ``expected`` (name -> (size, sha256); None: unknown)."""
     problems = []
     for name, (size, sha) in sorted(expected.items()):
         file = folder / name
@@ -166,6 +166,6 @@ def compare_manifest(folder: Path, expected: dict[str, tuple[int | None, str]]) 
         actual_size = file.stat().st_size
         if size is not None and actual_size != size:
             problems.append(f"{name} has {actual_size:,} bytes, expected {size:,}")
-        elif sha256_file(file) != sha:
+        elif sha is not None and sha256_file(file) != sha:
             problems.append(f"{name} has a different sha256 than recorded (its bytes changed)")
     return problems
