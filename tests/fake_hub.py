@@ -78,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._handle()
 
-    def _handle(self) -> None:
+    def _handle(self) -> None:  # noqa: PLR0911 - one return per hub endpoint and error
         path = unquote(urlsplit(self.path).path)
         with self.hub.lock:
             self.hub.requests.append((self.command, path, self.headers.get("Range")))

@@ -52,7 +52,10 @@ class FakeOOMTorchBackend(TorchBackend):
 
     def __init__(self, model_dir: Path, *, max_rows: int, fallback: str = "none") -> None:
         super().__init__(
-            model_dir, runtime=RuntimeOptions(device="cpu", fallback=fallback), allow_pickle=False, trust_remote_code=False
+            model_dir,
+            runtime=RuntimeOptions(device="cpu", fallback=fallback),
+            allow_pickle=False,
+            trust_remote_code=False,
         )
         self.max_rows = max_rows
         self.sizes_run: list[int] = []
@@ -70,7 +73,9 @@ class FakeOOMTorchBackend(TorchBackend):
 
 @pytest.fixture(scope="module")
 def plain(english_model_dir: Path) -> TorchBackend:
-    return TorchBackend(english_model_dir, runtime=RuntimeOptions(device="cpu"), allow_pickle=False, trust_remote_code=False)
+    return TorchBackend(
+        english_model_dir, runtime=RuntimeOptions(device="cpu"), allow_pickle=False, trust_remote_code=False
+    )
 
 
 @pytest.fixture(scope="module")

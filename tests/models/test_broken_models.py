@@ -168,9 +168,7 @@ def test_pickle_only_is_refused_unless_allowed(model_copy: Path, english_model_d
         ),
     ],
 )
-def test_foreign_formats_are_named(
-    model_copy: Path, make: Callable[[Path], object], message: str, fix: str
-) -> None:
+def test_foreign_formats_are_named(model_copy: Path, make: Callable[[Path], object], message: str, fix: str) -> None:
     (model_copy / "model.safetensors").unlink()
     make(model_copy)
     _raises(model_copy, WeightsFormatError, message, fix)

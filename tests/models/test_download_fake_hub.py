@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.fake_hub import FakeHub, FakeRepo, serve
 
 from crossrank.errors import IntegrityError, ModelNotFoundError
 from crossrank.models.download import download_model
 from crossrank.models.integrity import MANIFEST_NAME
 from crossrank.models.verify import verify_model
-from tests.fake_hub import FakeHub, FakeRepo, serve
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -120,3 +120,21 @@ def test_fake_hub_cli_download_then_verify(fake_hub: tuple[FakeHub, str], tmp_pa
     report = json.loads(checked.stdout)
     assert report["status"] == "ok"
     assert [c["status"] for c in report["checks"]] == ["ok", "ok", "ok", "ok"]
+
+
+def test_fake_hub_cache_snapshot_without_manifest_is_checked_against_the_hub_sizes(
+    fake_hub: tuple[FakeHub, str], tmp_path: Path
+) -> None:
+    _, endpoint = fake_hub
+    folder = download_model("org/minilm", cache_dir=str(tmp_path / "cache"), endpoint=endpoint).folder
+    (folder / MANIFEST_NAME).unlink()
+    checksums = next(c for c in verify_model(folder).checks if c.name == "checksums")
+    assert checksums.status == "ok"
+    assert "sizes in the hub's listing of org/minilm" in checksums.detail
+    vocab = folder / "vocab.txt"
+    text = vocab.read_text()
+    vocab.unlink()  # a link into the cache's blobs: replace it, do not write through it
+    vocab.write_text(text + "extra\n")
+    checksums = next(c for c in verify_model(folder).checks if c.name == "checksums")
+    assert checksums.status == "fail"
+    assert "vocab.txt has 231,514 bytes, expected 231,508" in checksums.detail
