@@ -18,6 +18,8 @@ from crossrank.models.download import download_model
 from crossrank.models.integrity import MANIFEST_NAME
 from crossrank.models.verify import verify_model
 
+# Children import this checkout's crossrank, whatever checkout is installed.
+CHILD_PYTHONPATH = os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH", "")])
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -95,7 +97,13 @@ def test_fake_hub_unknown_model_and_revision(fake_hub: tuple[FakeHub, str], tmp_
 @pytest.mark.slow
 def test_fake_hub_cli_download_then_verify(fake_hub: tuple[FakeHub, str], tmp_path: Path) -> None:
     _, endpoint = fake_hub
-    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": CHILD_PYTHONPATH,
+    }
     target = tmp_path / "minilm"
     done = subprocess.run(
         [sys.executable, "-m", "crossrank", "download", "org/minilm", "--dir", str(target)],

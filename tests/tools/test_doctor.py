@@ -17,6 +17,8 @@ from crossrank.backends.gpu import GpuInfo, GpuProcess, NvmlReport
 from crossrank.tools import environment
 from crossrank.tools.environment import check_conflicts, check_cuda, check_gpus, check_threads
 
+# Children import this checkout's crossrank, whatever checkout is installed.
+CHILD_PYTHONPATH = os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH", "")])
 CHECK = {
     "type": "object",
     "required": ["name", "status", "detail", "fix", "error"],
@@ -57,7 +59,7 @@ GIB = 2**30
 
 
 def _doctor(*args: str, home: Path) -> tuple[int, str, str]:
-    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": CHILD_PYTHONPATH}
     done = subprocess.run(
         [sys.executable, "-m", "crossrank", "doctor", *args],
         env=env,

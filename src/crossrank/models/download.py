@@ -90,7 +90,8 @@ def _hub_errors(repo_id: str, revision: str | None, cache_dir: str | None) -> It
         offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else " and the hub could not be reached"
         raise ModelNotFoundError(
             f"{repo_id} is not a local folder, not in the Hugging Face cache at {cache}{offline}",
-            fix=f"run `{download}` where the hub is reachable (same HF_HOME), or pass a local model folder",
+            fix=f"run `{download}` (or `hf {download.removeprefix('crossrank ')}`) where the hub is reachable "
+            "(same HF_HOME), or pass a local model folder",
         ) from exc
     except GatedRepoError as exc:
         raise ModelNotFoundError(
