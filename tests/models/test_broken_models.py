@@ -227,3 +227,20 @@ def test_manifest_is_not_listed_in_itself(model_copy: Path) -> None:
     manifest = write_manifest(model_copy, repo_id="org/minilm", revision=None, commit=None)
     assert MANIFEST_NAME not in manifest.files
     assert set(manifest.files) == {*SMALL_FILES, "model.safetensors"}
+
+
+def test_verify_command_exit_code_and_json(model_copy: Path, english_model_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from crossrank.cli import app
+
+    ok = CliRunner().invoke(app, ["verify", str(model_copy), "--json"])
+    assert ok.exit_code == 1  # only a warning: no manifest to compare with
+    assert json.loads(ok.stdout)["status"] == "warn"
+    full = (english_model_dir / "model.safetensors").read_bytes()
+    _replace_weights(model_copy, full[:-1])
+    broken = CliRunner().invoke(app, ["verify", str(model_copy), "--json"])
+    assert broken.exit_code == 2
+    (check,) = json.loads(broken.stdout)["checks"]
+    assert check["error"] == "IncompleteModelError"
+    assert "is truncated: 90,866,411 of 90,866,412 bytes" in check["detail"]
