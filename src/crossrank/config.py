@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "BatchingOptions",
     "Dtype",
+    "Fallback",
     "ModelSpec",
     "RuntimeOptions",
     "TruncationOptions",
@@ -23,6 +24,7 @@ __all__ = [
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+Fallback = Literal["none", "cpu"]
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -61,11 +63,14 @@ class RuntimeOptions:
         dtype: ``auto`` (float16 on GPU, float32 on CPU), ``float32``, ``float16`` or ``bfloat16``.
             Scores are always computed in float32 after the model, whatever this is.
         num_threads: CPU threads for the runtime (process-wide in torch); ``None`` keeps its default.
+        fallback: ``cpu`` scores a pair on the CPU when even that single pair does not fit in GPU
+            memory (with a warning); ``none`` raises ``DeviceMemoryError`` instead.
     """
 
     device: str = "auto"
     dtype: Dtype = "auto"
     num_threads: int | None = None
+    fallback: Fallback = "none"
 
     def __post_init__(self) -> None:
         if not _DEVICE.match(self.device):
@@ -77,6 +82,10 @@ class RuntimeOptions:
             raise ConfigError(
                 f"dtype {self.dtype!r} is not one of {', '.join(get_args(Dtype))}",
                 fix="pass dtype='auto', 'float32', 'float16' or 'bfloat16'",
+            )
+        if self.fallback not in get_args(Fallback):
+            raise ConfigError(
+                f"fallback {self.fallback!r} is not one of none, cpu", fix="pass fallback='cpu' or 'none'"
             )
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"num_threads must be at least 1, got {self.num_threads}")

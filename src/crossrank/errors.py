@@ -8,10 +8,13 @@ The tree::
     ├── ModelError
     │   ├── ModelNotFoundError      no such local folder, not cached, not on the hub
     │   ├── IntegrityError          files present but broken (missing parts, unreadable)
+    │   │   └── IncompleteModelError    a download stopped part-way (truncated file, .incomplete, missing file)
     │   └── UnsupportedModelError   not a one-label sequence classifier, or unsafe weights
+    │       └── WeightsFormatError      weights in a format crossrank does not run (TF, Keras, GGUF, ONNX, pickle)
     ├── BackendError
     │   ├── BackendUnavailableError the runtime's extra is not installed
     │   └── InferenceError          the runtime failed while scoring
+    │       └── DeviceMemoryError       the GPU ran out of memory and no fallback was allowed
     └── OverloadedError             too much queued work
 
 Every error renders as ``message`` followed by ``Fix: ...`` when a fix is known, so the
@@ -25,6 +28,8 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigError",
     "CrossrankError",
+    "DeviceMemoryError",
+    "IncompleteModelError",
     "InferenceError",
     "InputError",
     "IntegrityError",
@@ -32,6 +37,7 @@ __all__ = [
     "ModelNotFoundError",
     "OverloadedError",
     "UnsupportedModelError",
+    "WeightsFormatError",
 ]
 
 
@@ -67,8 +73,16 @@ class IntegrityError(ModelError):
     """The model folder is there but broken."""
 
 
+class IncompleteModelError(IntegrityError):
+    """A download stopped part-way: a truncated or missing file, or an ``.incomplete`` leftover."""
+
+
 class UnsupportedModelError(ModelError):
     """The model is not a cross-encoder crossrank can run safely."""
+
+
+class WeightsFormatError(UnsupportedModelError):
+    """The weights are in a format crossrank does not load (TensorFlow, Keras, GGUF, ONNX, or pickle unasked)."""
 
 
 class BackendError(CrossrankError):
@@ -81,6 +95,10 @@ class BackendUnavailableError(BackendError):
 
 class InferenceError(BackendError):
     """Scoring failed inside the runtime."""
+
+
+class DeviceMemoryError(InferenceError):
+    """The accelerator ran out of memory even for a single pair, and CPU fallback was not allowed."""
 
 
 class OverloadedError(CrossrankError):

@@ -14,6 +14,7 @@ from crossrank.config import (
     DEFAULT_MODEL,
     BatchingOptions,
     Dtype,
+    Fallback,
     ModelSpec,
     RuntimeOptions,
     TruncationOptions,
@@ -77,6 +78,7 @@ class Reranker:
         allow_pickle: accept ``pytorch_model.bin`` weights (pickle can run code).
         trust_remote_code: run code shipped with the model.
         cache_dir: hub cache folder (default: huggingface_hub's, from ``HF_HOME``).
+        fallback: ``cpu`` scores a pair on CPU when it alone does not fit in GPU memory; ``none`` raises.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Reranker:
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
         cache_dir: str | None = None,
+        fallback: Fallback = "none",
     ) -> None:
         self.truncation = TruncationOptions(max_length=max_length, query_max_length=query_max_length)
         self.batching = BatchingOptions(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
@@ -105,7 +108,7 @@ class Reranker:
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
         )
-        runtime = RuntimeOptions(device=device, dtype=dtype, num_threads=num_threads)
+        runtime = RuntimeOptions(device=device, dtype=dtype, num_threads=num_threads, fallback=fallback)
         self.model = model
         self._loaded: LoadedModel = load_model(spec, runtime, self.truncation, backend)
 

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crossrank.config import DEFAULT_MODEL, Dtype
+from crossrank.config import DEFAULT_MODEL, Dtype, Fallback
 
 __all__ = ["Settings"]
 
@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(default=8192, ge=1)
     max_batch_size: int = Field(default=64, ge=1)
     num_threads: int | None = Field(default=None, ge=1)
+    fallback: Fallback = "none"
     allow_pickle: bool = False
     trust_remote_code: bool = False
     cache_dir: str | None = None

@@ -1,9 +1,18 @@
-"""TorchBackend: a Hugging Face sequence classifier run by PyTorch (the only torch importer)."""
+"""TorchBackend: a Hugging Face sequence classifier run by PyTorch (the only torch importer).
+
+It recovers by itself where that is safe: a CUDA out-of-memory batch is split in halves down to one
+pair (and later batches are pre-split under the lowered token budget); one pair that still does not
+fit runs on CPU when ``fallback="cpu"``, else ``DeviceMemoryError`` names the free memory and the
+processes holding the rest. A half-precision batch whose scores overflow is recomputed in float32.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -11,19 +20,60 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from crossrank.backends.base import EncodedBatch
+from crossrank.backends.gpu import describe_processes, nvml_report
+from crossrank.backends.placement import GpuMemory, choose_placement, count_parameters, needed_bytes, stored_dtype
 from crossrank.config import RuntimeOptions
-from crossrank.errors import ConfigError, InferenceError, IntegrityError
+from crossrank.errors import ConfigError, DeviceMemoryError, InferenceError, IntegrityError
 
-__all__ = ["TorchBackend"]
+__all__ = ["RecoveryStats", "TorchBackend"]
 
 _log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_GIB = 2**30
+
+
+@dataclass(slots=True)
+class RecoveryStats:
+    """Counters of self-recovery, for logs and metrics.
+
+    Attributes:
+        oom_splits: batches split after a CUDA out-of-memory error.
+        cpu_fallbacks: single pairs scored on CPU because they did not fit on the GPU.
+        fp32_recomputes: half-precision batches recomputed in float32 after non-finite scores.
+        token_budget: the lowered padded-token budget per forward pass (``None``: never lowered).
+    """
+
+    oom_splits: int = 0
+    cpu_fallbacks: int = 0
+    fp32_recomputes: int = 0
+    token_budget: int | None = None
+
+
+def _rows(batch: EncodedBatch, start: int, stop: int) -> EncodedBatch:
+    """Rows ``start:stop`` of a batch, with the padding columns no remaining row needs cut off."""
+    length = max(int(batch.attention_mask[start:stop].sum(axis=1).max()), 1)
+    return EncodedBatch(
+        input_ids=batch.input_ids[start:stop, :length],
+        attention_mask=batch.attention_mask[start:stop, :length],
+        token_type_ids=None if batch.token_type_ids is None else batch.token_type_ids[start:stop, :length],
+    )
+
+
+def _auto_placement(model_dir: Path, requested_dtype: str) -> tuple[torch.device, torch.dtype]:
+    """device="auto": the GPU with the most free memory if the model fits there, else CPU (logged)."""
+    gpus = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            free, _ = torch.cuda.mem_get_info(index)
+            gpus.append(GpuMemory(index, int(free), torch.cuda.is_bf16_supported()))
+    prefer_bf16 = stored_dtype(model_dir) == "bfloat16"
+    placement = choose_placement(requested_dtype, gpus, count_parameters(model_dir), prefer_bf16=prefer_bf16)
+    (_log.warning if gpus and placement.device == "cpu" else _log.info)("placement: %s", placement.reason)
+    return torch.device(placement.device), _DTYPES[placement.dtype]
 
 
 def _choose_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -70,43 +120,172 @@ class TorchBackend:
     ) -> None:
         if runtime.num_threads is not None:
             torch.set_num_threads(runtime.num_threads)
-        self._device = _choose_device(runtime.device)
-        self._dtype = _choose_dtype(runtime.dtype, self._device)
+        if runtime.device == "auto":
+            self._device, self._dtype = _auto_placement(model_dir, runtime.dtype)
+            if runtime.dtype != "auto":
+                self._dtype = _choose_dtype(runtime.dtype, self._device)
+        else:
+            self._device = _choose_device(runtime.device)
+            self._dtype = _choose_dtype(runtime.dtype, self._device)
         self.device = str(self._device)
         self.dtype = str(self._dtype).removeprefix("torch.")
+        self.fallback = runtime.fallback
+        self.recovery = RecoveryStats()
+        self._model_dir = model_dir
+        self._load_options: dict[str, Any] = {
+            "use_safetensors": None if allow_pickle else True,
+            "trust_remote_code": trust_remote_code,
+        }
+        self._model = self._load(self._dtype).to(self._device).eval()
+        self._fp32: Any = None  # a float32 copy, made on first need (overflow or CPU fallback)
+        self._fp32_device: torch.device | None = None
+
+    def _load(self, dtype: torch.dtype) -> Any:
         try:
             # transformers picks SDPA attention by itself wherever the architecture supports it.
-            model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir,
-                dtype=self._dtype,
-                use_safetensors=None if allow_pickle else True,
-                trust_remote_code=trust_remote_code,
+            return AutoModelForSequenceClassification.from_pretrained(
+                self._model_dir, dtype=dtype, **self._load_options
             )
         except (OSError, RuntimeError, ValueError) as exc:
             raise IntegrityError(
-                f"could not load the weights in {model_dir}: {exc}",
-                fix="the files may be incomplete or corrupt: download the model again",
+                f"could not load the weights in {self._model_dir}: {exc}",
+                fix="the files may be incomplete or corrupt: download the model again (crossrank verify tells more)",
             ) from exc
-        self._model = model.to(self._device).eval()
 
-    def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
-        """Score a batch; returns one float32 logit per pair."""
+    def _run(self, model: Any, device: torch.device, batch: EncodedBatch) -> npt.NDArray[np.float32]:
+        """One forward pass of ``model`` on ``device``; float32 logits on the host."""
         inputs = {
-            "input_ids": torch.from_numpy(batch.input_ids).to(self._device, non_blocking=True),
-            "attention_mask": torch.from_numpy(batch.attention_mask).to(self._device, non_blocking=True),
+            "input_ids": torch.from_numpy(batch.input_ids).to(device, non_blocking=True),
+            "attention_mask": torch.from_numpy(batch.attention_mask).to(device, non_blocking=True),
         }
         if batch.token_type_ids is not None:
-            inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids).to(self._device, non_blocking=True)
-        try:
-            with torch.inference_mode():
-                logits = self._model(**inputs).logits
-        except RuntimeError as exc:
-            raise InferenceError(f"the model failed on a batch of {batch.size} pairs: {exc}") from exc
+            inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids).to(device, non_blocking=True)
+        with torch.inference_mode():
+            logits = model(**inputs).logits
         result: npt.NDArray[np.float32] = logits[:, 0].float().cpu().numpy()
         return result
+
+    def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
+        """Score a batch; returns one float32 logit per pair, recovering from OOM and fp16 overflow."""
+        budget = self.recovery.token_budget
+        rows = batch.size if budget is None else max(budget // max(batch.input_ids.shape[1], 1), 1)
+        if rows >= batch.size:
+            return self._forward_recovering(batch)
+        parts = [self._forward_recovering(_rows(batch, i, i + rows)) for i in range(0, batch.size, rows)]
+        return np.concatenate(parts)
+
+    def _forward_recovering(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
+        try:
+            logits = self._run(self._model, self._device, batch)
+        except torch.OutOfMemoryError as exc:
+            self._free_cache()
+            tokens = int(batch.input_ids.size)
+            budget = self.recovery.token_budget
+            self.recovery.token_budget = max(tokens // 2, 1) if budget is None else min(budget, max(tokens // 2, 1))
+            if batch.size == 1:
+                return self._single_pair_oom(batch, exc)
+            self.recovery.oom_splits += 1
+            _log.warning(
+                "out of memory on %s for %d pairs x %d tokens; splitting in halves, token budget now %d",
+                self.device,
+                batch.size,
+                batch.input_ids.shape[1],
+                self.recovery.token_budget,
+            )
+            half = batch.size // 2
+            return np.concatenate(
+                [
+                    self._forward_recovering(_rows(batch, 0, half)),
+                    self._forward_recovering(_rows(batch, half, batch.size)),
+                ]
+            )
+        except RuntimeError as exc:
+            raise InferenceError(f"the model failed on a batch of {batch.size} pairs: {exc}") from exc
+        if self._dtype != torch.float32 and not np.isfinite(logits).all():
+            return self._recompute_fp32(batch, logits)
+        return logits
+
+    def _free_cache(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _float32_model(self) -> tuple[Any, torch.device]:
+        """A float32 copy: on the same GPU when it fits beside the running model, else on CPU."""
+        if self._fp32 is None:
+            device = torch.device("cpu")
+            if self._device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(self._device)
+                if free >= needed_bytes(count_parameters(self._model_dir), "float32"):
+                    device = self._device
+            self._fp32 = self._load(torch.float32).to(device).eval()
+            self._fp32_device = device
+        assert self._fp32_device is not None
+        return self._fp32, self._fp32_device
+
+    def _cpu_model(self) -> Any:
+        model, device = self._float32_model()
+        if device.type != "cpu":
+            # The float32 copy sits on the GPU that just ran out of memory: move it off.
+            self._fp32 = model = model.to("cpu")
+            self._fp32_device = torch.device("cpu")
+            self._free_cache()
+        return model
+
+    def _recompute_fp32(self, batch: EncodedBatch, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        bad = int((~np.isfinite(logits)).sum())
+        model, device = self._float32_model()
+        self.recovery.fp32_recomputes += 1
+        _log.warning(
+            "%d of %d scores were not finite in %s (overflow); recomputed the batch in float32 on %s. "
+            "Fix: use dtype='bfloat16' (same range as float32) or 'float32' for this model",
+            bad,
+            batch.size,
+            self.dtype,
+            device,
+        )
+        result = self._run(model, device, batch)
+        if not np.isfinite(result).all():
+            raise InferenceError(
+                f"the model gives non-finite scores even in float32 on {batch.size} pairs",
+                fix="the weights are broken: run `crossrank verify` on the model folder and download it again",
+            )
+        return result
+
+    def _single_pair_oom(self, batch: EncodedBatch, exc: torch.OutOfMemoryError) -> npt.NDArray[np.float32]:
+        tokens = int(batch.attention_mask.sum())
+        if self.fallback == "cpu":
+            self.recovery.cpu_fallbacks += 1
+            _log.warning(
+                "one pair of %d tokens does not fit in %s memory; scoring it on CPU (fallback='cpu'), "
+                "%d CPU fallback(s) so far",
+                tokens,
+                self.device,
+                self.recovery.cpu_fallbacks,
+            )
+            return self._run(self._cpu_model(), torch.device("cpu"), batch)
+        raise DeviceMemoryError(
+            f"{self.device} ran out of memory on a single pair of {tokens} tokens: {self._memory_facts()}",
+            fix="stop the processes holding GPU memory, lower max_length, use dtype='float16', or pass "
+            "fallback='cpu' (CROSSRANK_FALLBACK=cpu) to score such pairs on CPU",
+        ) from exc
+
+    def _memory_facts(self) -> str:
+        """Free and total memory of this GPU and the other processes holding it, for the error message."""
+        if self._device.type != "cuda":
+            return f"no memory figures for {self.device}"
+        free, total = torch.cuda.mem_get_info(self._device)
+        facts = f"{free / _GIB:.2f} GiB free of {total / _GIB:.1f} GiB"
+        uuid = str(getattr(torch.cuda.get_device_properties(self._device), "uuid", "")).removeprefix("GPU-")
+        report = nvml_report()
+        if not report.available:
+            return f"{facts}; who holds the rest is unknown ({report.reason})"
+        gpus = [g for g in report.gpus if g.uuid.removeprefix("GPU-") == uuid] or list(report.gpus)
+        holders = ", ".join(describe_processes(g.processes, exclude_pid=os.getpid()) for g in gpus)
+        return f"{facts}; held by {holders}"
 
     def close(self) -> None:
         """Drop the model and return cached GPU memory to the driver."""
         del self._model
+        self._fp32 = None
         if self._device.type == "cuda":
             torch.cuda.empty_cache()

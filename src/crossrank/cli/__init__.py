@@ -9,7 +9,10 @@ import typer
 from crossrank._version import __version__
 from crossrank.cli.check import check
 from crossrank.cli.demo import demo
+from crossrank.cli.doctor import doctor
+from crossrank.cli.download import download
 from crossrank.cli.rerank import rerank
+from crossrank.cli.verify import verify
 
 __all__ = ["app", "main"]
 
@@ -23,6 +26,9 @@ app = typer.Typer(
 app.command()(rerank)
 app.command()(check)
 app.command()(demo)
+app.command()(download)
+app.command()(verify)
+app.command()(doctor)
 
 
 def _version(value: bool) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "exit_code",
     "open_reranker",
     "reporting_errors",
+    "settings",
 ]
 
 ModelOption = Annotated[
@@ -54,6 +55,11 @@ _EXIT_CODES: tuple[tuple[type[CrossrankError], int], ...] = (
 def exit_code(error: CrossrankError) -> int:
     """The process exit code for ``error``."""
     return next(code for cls, code in _EXIT_CODES if isinstance(error, cls))
+
+
+def settings() -> Settings:
+    """``CROSSRANK_*`` settings, with a bad variable reported as a ConfigError."""
+    return _settings()
 
 
 def _settings() -> Settings:

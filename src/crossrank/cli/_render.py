@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from tqdm import TqdmExperimentalWarning
+from tqdm.rich import tqdm_rich
 
 from crossrank.errors import CrossrankError
+from crossrank.models.download import DownloadResult
+from crossrank.models.verify import Check, VerifyReport
 from crossrank.tools.check import CheckReport
 from crossrank.tools.demo import DemoReport
+from crossrank.tools.doctor import DoctorReport
 from crossrank.types import RerankResult
 
-__all__ = ["print_check", "print_demo", "print_error", "print_note", "print_rerank"]
+__all__ = [
+    "RichDownloadBar",
+    "print_check",
+    "print_demo",
+    "print_doctor",
+    "print_download",
+    "print_error",
+    "print_note",
+    "print_rerank",
+    "print_verify",
+]
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -84,4 +102,50 @@ def print_demo(report: DemoReport) -> None:
     _out.print(
         f"reranked {len(report.rows)} documents in {report.latency_ms:.1f} ms. Keyword overlap rewards shared "
         "words; the reranker reads the meaning."
+    )
+
+
+class RichDownloadBar(tqdm_rich):  # type: ignore[misc]  # tqdm ships no types
+    """huggingface_hub's progress bars drawn by rich (it takes any tqdm-compatible class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.pop("name", None)  # huggingface_hub's own tqdm takes a name; tqdm's does not
+        kwargs.setdefault("options", {"console": _err})  # progress on stderr, results on stdout
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TqdmExperimentalWarning)
+            super().__init__(*args, **kwargs)
+
+    def display(self, *args: Any, **kwargs: Any) -> None:
+        # huggingface_hub grows `total` as files are discovered; pass it on, tqdm.rich only sets it once.
+        if hasattr(self, "_prog"):
+            self._prog.update(self._task_id, completed=self.n, total=self.total or None, description=self.desc)
+
+
+_MARK = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+
+
+def _print_checks(title: str, checks: list[Check], status: str) -> None:
+    table = Table(title=escape(title), title_justify="left", show_lines=False)
+    for column in ("check", "", "finding"):
+        table.add_column(column)
+    for check in checks:
+        finding = escape(check.detail) + (f"\n[bold]fix:[/] {escape(check.fix)}" if check.fix else "")
+        table.add_row(escape(check.name), _MARK[check.status], finding)
+    _out.print(table)
+    _out.print(f"result: {_MARK[status]}")
+
+
+def print_verify(report: VerifyReport) -> None:
+    _print_checks(f"verify {report.path}", report.checks, report.status)
+
+
+def print_doctor(report: DoctorReport) -> None:
+    _print_checks("crossrank doctor", report.checks, report.status)
+
+
+def print_download(result: DownloadResult) -> None:
+    total = sum(size for size, _ in result.manifest.files.values())
+    _out.print(
+        f"[green]downloaded[/] {escape(result.manifest.repo_id)} at {result.commit[:12]}: "
+        f"{len(result.manifest.files)} files, {total / 2**20:.1f} MiB, sha256 recorded\n{escape(str(result.folder))}"
     )

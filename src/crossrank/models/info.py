@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crossrank.errors import IntegrityError, ModelNotFoundError, UnsupportedModelError
+from crossrank.models.formats import download_hint, foreign_format, require_tokenizer, weight_files, weights_format
+from crossrank.models.integrity import TensorInfo, read_safetensors_header
 
 __all__ = ["ModelInfo", "read_model_info"]
 
 # Position ids of the RoBERTa family start after padding_idx, so 2 of the table's rows are never
 # usable: bge-reranker-v2-m3's 8194 positions give an 8192-token window.
 _OFFSET_POSITION_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer"})
-_SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
-_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# Top-level names of the layers that turn the encoder's output into the score.
+_HEAD_PREFIXES = frozenset({"classifier", "score"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,27 +39,48 @@ class ModelInfo:
     weights: str
 
 
-def _weights_format(path: Path, allow_pickle: bool) -> str:
-    if any((path / name).is_file() for name in _SAFETENSORS):
-        return "safetensors"
-    if any((path / name).is_file() for name in _PICKLE):
-        if allow_pickle:
-            return "pickle"
+def _check_weights(path: Path, config: dict[str, Any], num_labels: int) -> None:
+    """Header-only checks: every file complete, a classification head present, shapes as config.json says."""
+    tensors: dict[str, TensorInfo] = {}
+    for file in weight_files(path):
+        tensors.update(read_safetensors_header(file))
+    head = {name: t for name, t in tensors.items() if name.split(".")[0] in _HEAD_PREFIXES}
+    if not head:
         raise UnsupportedModelError(
-            f"{path} holds only pickle weights (pytorch_model.bin), which can run code when loaded",
-            fix="convert them to safetensors, or pass allow_pickle=True (--allow-pickle) if you trust the source",
+            f"{path}'s weights have no classification head (no classifier.* tensors): it is an embedding or base "
+            "model, whose score would come from a randomly initialised layer",
+            fix="use a trained reranker such as BAAI/bge-reranker-v2-m3",
         )
-    found = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
-    raise IntegrityError(
-        f"no model weights in {path} (found: {found})",
-        fix="download the model again; crossrank needs model.safetensors next to config.json",
-    )
+    if not any(name.endswith("weight") and t.shape[:1] == (num_labels,) for name, t in head.items()):
+        shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in sorted(head.items()))
+        raise IntegrityError(
+            f"{path}'s classification head ({shapes}) does not give the {num_labels} label(s) config.json declares",
+            fix=f"config.json and the weights come from different models: {download_hint(path)}",
+        )
+    for name, tensor in tensors.items():
+        if name.endswith("embeddings.word_embeddings.weight"):
+            vocab, hidden = config.get("vocab_size", tensor.shape[0]), config.get("hidden_size", tensor.shape[-1])
+            expected = (int(vocab), int(hidden))
+            if tensor.shape != expected:
+                raise IntegrityError(
+                    f"{path}: the word embeddings are {list(tensor.shape)} but config.json says vocab_size x "
+                    f"hidden_size = {list(expected)}",
+                    fix=f"config.json and the weights come from different models: {download_hint(path)}",
+                )
 
 
 def read_model_info(path: Path, *, allow_pickle: bool = False) -> ModelInfo:
-    """Read ``path/config.json`` and check it is a one-label sequence classifier with usable weights."""
+    """Read ``path/config.json`` and check it is a one-label sequence classifier with usable weights.
+
+    The checks are the cheap ones (names, headers and sizes, no checksums), so they run at every load:
+    a partial download, a file cut short, weights of another framework, a missing tokenizer or head
+    each raise their own error with the fix. ``crossrank verify`` adds the full checks.
+    """
     config_file = path / "config.json"
     if not config_file.is_file():
+        foreign = foreign_format(path)
+        if foreign is not None:
+            raise foreign
         raise ModelNotFoundError(
             f"{path} has no config.json, so it is not a Hugging Face model folder",
             fix="point to the folder that holds config.json, or download the model: hf download <model id>",
@@ -79,6 +103,10 @@ def read_model_info(path: Path, *, allow_pickle: bool = False) -> ModelInfo:
             f"{path} has {num_labels} output labels; crossrank scores with one-label rerankers",
             fix="use a reranker whose config.json has a single label (num_labels: 1)",
         )
+    weights = weights_format(path, allow_pickle=allow_pickle)
+    require_tokenizer(path)
+    if weights == "safetensors":
+        _check_weights(path, config, num_labels)
     model_type = str(config.get("model_type", "unknown"))
     positions = int(config.get("max_position_embeddings", 512))
     offset = int(config.get("pad_token_id", 1)) + 1 if model_type in _OFFSET_POSITION_TYPES else 0
@@ -87,5 +115,5 @@ def read_model_info(path: Path, *, allow_pickle: bool = False) -> ModelInfo:
         model_type=model_type,
         architecture=architecture,
         max_length=positions - offset,
-        weights=_weights_format(path, allow_pickle),
+        weights=weights,
     )

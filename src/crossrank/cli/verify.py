@@ -1,0 +1,39 @@
+"""`crossrank verify`: every integrity and format check on a model folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crossrank.cli._common import JsonOption
+from crossrank.cli._render import print_verify
+from crossrank.models.verify import verify_model
+from crossrank.tools.doctor import EXIT_CODES
+
+__all__ = ["verify"]
+
+
+def verify(
+    path: Annotated[Path, typer.Argument(help="The model folder (with config.json).")],
+    allow_pickle: Annotated[bool, typer.Option(help="Accept pytorch_model.bin (pickle) weights.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a model folder fully: files, formats, sizes, sha256 against the manifest, shapes, tokenizer.
+
+    Exits 0 when all is ok, 1 on a warning (e.g. no manifest to compare with), 2 when something is broken.
+    """
+    report = verify_model(path, allow_pickle=allow_pickle)
+    if as_json:
+        payload = {
+            "path": str(report.path),
+            "status": report.status,
+            "checks": [dataclasses.asdict(c) for c in report.checks],
+        }
+        typer.echo(json.dumps(payload, ensure_ascii=False))
+    else:
+        print_verify(report)
+    raise typer.Exit(EXIT_CODES[report.status])

@@ -1,0 +1,182 @@
+"""`crossrank doctor`: the real command on this GPU-less machine (JSON validated), and its checks on fake facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from crossrank.backends.diagnostics import CudaDevice, TorchFacts
+from crossrank.backends.gpu import GpuInfo, GpuProcess, NvmlReport
+from crossrank.tools import environment
+from crossrank.tools.environment import check_conflicts, check_cuda, check_gpus, check_threads
+
+# Children import this checkout's crossrank, whatever checkout is installed.
+CHILD_PYTHONPATH = os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH", "")])
+CHECK = {
+    "type": "object",
+    "required": ["name", "status", "detail", "fix", "error"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "status": {"enum": ["ok", "warn", "fail"]},
+        "detail": {"type": "string", "minLength": 1},
+        "fix": {"type": ["string", "null"]},
+        "error": {"type": ["string", "null"]},
+    },
+    # A finding that is not ok always says what to do.
+    "if": {"properties": {"status": {"enum": ["warn", "fail"]}}},
+    "then": {"properties": {"fix": {"type": "string", "minLength": 1}}},
+}
+SCHEMA = {
+    "type": "object",
+    "required": ["status", "exit_code", "checks", "facts"],
+    "properties": {
+        "status": {"enum": ["ok", "warn", "fail"]},
+        "exit_code": {"enum": [0, 1, 2]},
+        "checks": {"type": "array", "minItems": 8, "items": CHECK},
+        "facts": {
+            "type": "object",
+            "required": ["torch", "nvml", "hub", "model"],
+            "properties": {
+                "nvml": {
+                    "type": "object",
+                    "required": ["available", "reason", "gpus"],
+                    "properties": {"available": {"type": "boolean"}, "gpus": {"type": "array"}},
+                },
+                "torch": {"type": "object", "required": ["version", "cuda_build", "cuda_available"]},
+            },
+        },
+    },
+}
+GIB = 2**30
+
+
+def _doctor(*args: str, home: Path) -> tuple[int, str, str]:
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": CHILD_PYTHONPATH}
+    done = subprocess.run(
+        [sys.executable, "-m", "crossrank", "doctor", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.slow
+def test_doctor_json_on_this_machine(english_model_dir: Path, tmp_path: Path) -> None:
+    code, out, err = _doctor("--model", str(english_model_dir), "--device", "cpu", "--json", home=tmp_path)
+    report = json.loads(out)
+    jsonschema.validate(report, SCHEMA)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert code == report["exit_code"], err
+    statuses = [c["status"] for c in report["checks"]]
+    worst = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "ok"
+    assert report["status"] == worst
+    # No GPU here: said plainly, as a warning with a fix, and NVML says why it has nothing.
+    if not report["facts"]["torch"]["cuda_available"]:
+        assert checks["cuda"]["status"] == "warn"
+        assert checks["cuda"]["detail"].startswith("no GPU")
+        assert report["facts"]["nvml"]["gpus"] == []
+        assert report["facts"]["nvml"]["reason"]
+    assert report["facts"]["hub"]["offline"] is True
+    assert "offline (HF_HUB_OFFLINE)" in checks["disk"]["detail"]
+    assert checks["model format"]["status"] == "ok"
+    assert checks["model tokenizer"]["status"] == "ok"
+    assert checks["smoke"]["status"] == "ok"
+    assert "2 pairs in" in checks["smoke"]["detail"]
+
+
+@pytest.mark.slow
+def test_doctor_fails_on_a_truncated_model_and_skips_the_smoke_test(english_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(english_model_dir, broken, ignore=shutil.ignore_patterns("model.safetensors"))
+    (broken / "model.safetensors").write_bytes((english_model_dir / "model.safetensors").read_bytes()[:1_000_000])
+    code, out, _ = _doctor("--model", str(broken), "--json", home=tmp_path)
+    report = json.loads(out)
+    jsonschema.validate(report, SCHEMA)
+    assert code == 2
+    assert report["status"] == "fail"
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["model format"]["error"] == "IncompleteModelError"
+    assert "truncated" in checks["model format"]["detail"]
+    assert "smoke" not in checks
+
+
+def test_doctor_table_for_a_model_not_downloaded(tmp_path: Path) -> None:
+    code, out, _ = _doctor("--model", "org/not-downloaded", home=tmp_path)
+    assert code == 1  # warnings only: not downloaded (and no GPU here)
+    assert "org/not-downloaded is not in the hub cache" in out
+    assert "fix: crossrank download org/not-downloaded" in out
+
+
+def test_cuda_build_newer_than_the_driver_is_named() -> None:
+    facts = TorchFacts(version="2.13.0+cu128", cuda_build="12.8", cuda_available=False)
+    nvml = NvmlReport(
+        True,
+        driver_version="535.1",
+        cuda_driver_version="12.2",
+        gpus=(GpuInfo(0, "GPU-1", "H100", 80 * GIB, 79 * GIB),),
+    )
+    (check,) = check_cuda(facts, nvml)
+    assert check.status == "fail"
+    assert "torch is built for CUDA 12.8 but the driver 535.1 (CUDA up to 12.2)" in check.detail
+    assert check.fix == "update the NVIDIA driver, or install a torch built for CUDA 12.2"
+
+
+def test_cpu_torch_on_a_gpu_machine_and_a_working_gpu() -> None:
+    nvml = NvmlReport(
+        True, driver_version="550", cuda_driver_version="12.4", gpus=(GpuInfo(0, "GPU-1", "L4", 24 * GIB, 20 * GIB),)
+    )
+    (cpu_build,) = check_cuda(TorchFacts(version="2.13.0+cpu"), nvml)
+    assert cpu_build.status == "warn"
+    assert "CPU-only build but this machine has 1 NVIDIA GPU(s)" in cpu_build.detail
+    device = CudaDevice(0, "L4", "u", 24 * GIB, 20 * GIB, True, "8.9")
+    (working,) = check_cuda(
+        TorchFacts(version="2.13.0", cuda_build="12.4", cuda_available=True, devices=[device]), nvml
+    )
+    assert working.status == "ok"
+    assert "cuda:0 L4" in working.detail
+
+
+def test_gpu_memory_held_by_other_processes() -> None:
+    held = (GpuProcess(11, "vllm", 70 * GIB), GpuProcess(12, "jupyter", 8 * GIB))
+    nvml = NvmlReport(True, gpus=(GpuInfo(0, "GPU-1", "H100", 80 * GIB, 1 * GIB, held),))
+    (gpu,) = check_gpus(nvml, need_bytes=3 * GIB, dtype="float16")
+    assert gpu.status == "warn"
+    assert "pid 11 (vllm) 70.0 GiB, pid 12 (jupyter) 8.0 GiB" in gpu.detail
+    assert "needs about 3.0 GiB at float16" in gpu.detail
+    (roomy,) = check_gpus(NvmlReport(True, gpus=(GpuInfo(0, "GPU-1", "H100", 80 * GIB, 60 * GIB),)), 3 * GIB, "float16")
+    assert roomy.status == "ok"
+
+
+def test_more_threads_than_cores() -> None:
+    (check,) = check_threads(TorchFacts(threads=2, interop_threads=2), {"OMP_NUM_THREADS": "512"}, configured=512)
+    assert check.status == "warn"
+    assert "OMP_NUM_THREADS=512" in check.detail
+    assert check.fix is not None
+    assert check.fix.startswith("set CROSSRANK_NUM_THREADS=")
+
+
+def test_fake_installs_keras3_next_to_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    versions = {"tensorflow": "2.15.0", "keras": "3.3.3", "transformers": "4.44.0"}
+    monkeypatch.setattr(environment, "installed", versions.get)
+    checks = {c.name: c for c in check_conflicts({})}
+    assert checks["keras"].status == "fail"
+    assert "keras 3.3.3 is installed next to TensorFlow 2.15.0, which needs Keras 2" in checks["keras"].detail
+    assert checks["tensorflow"].status == "warn"
+    assert "reserves nearly all GPU memory" in checks["tensorflow"].detail
+    versions["tensorflow"] = "2.16.1"
+    checks = {c.name: c for c in check_conflicts({"USE_TF": "0"})}
+    assert checks["keras"].fix == "pip install tf-keras, or set USE_TF=0, or uninstall tensorflow"
+    assert checks["tensorflow"].status == "ok"
+    versions["tf-keras"] = "2.16.0"
+    assert "keras" not in {c.name for c in check_conflicts({})}
