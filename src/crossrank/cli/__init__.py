@@ -9,6 +9,7 @@ import typer
 from crossrank._version import __version__
 from crossrank.cli.check import check
 from crossrank.cli.demo import demo
+from crossrank.cli.eval import eval_command
 from crossrank.cli.rerank import rerank
 
 __all__ = ["app", "main"]
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.command()(rerank)
 app.command()(check)
 app.command()(demo)
+app.command(name="eval")(eval_command)
 
 
 def _version(value: bool) -> None:
