@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from crossrank.errors import ConfigError
+from crossrank.evaluate.extras import require
 from crossrank.evaluate.metrics import METRICS, mean, paired_p_value, per_query
 
 QRELS = {
@@ -67,3 +69,11 @@ def test_paired_p_value_matches_the_closed_form() -> None:
 def test_paired_p_value_is_none_when_undefined() -> None:
     assert paired_p_value({"x": 1.0, "y": 0.5}, {"x": 1.0, "y": 0.5}) is None
     assert paired_p_value({"x": 1.0}, {"x": 0.0}) is None
+
+
+def test_a_missing_extra_names_the_install_command() -> None:
+    with pytest.raises(
+        ConfigError, match="the demo needs no_such_module_for_crossrank, which is not installed"
+    ) as caught:
+        require("no_such_module_for_crossrank.sub", "the demo")
+    assert caught.value.fix == "pip install 'crossrank[eval]'"

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from crossrank.errors import ConfigError
+from crossrank.evaluate.extras import require
 
 __all__ = ["Bm25Index", "tokenize"]
 
@@ -46,16 +45,6 @@ def tokenize(text: str) -> list[str]:
     return terms
 
 
-def _bm25s() -> Any:
-    try:
-        import bm25s
-    except ImportError:
-        raise ConfigError(
-            "the BM25 first stage needs bm25s, which is not installed", fix="pip install 'crossrank[eval]'"
-        ) from None
-    return bm25s
-
-
 class Bm25Index:
     """Okapi BM25 (Lucene IDF) over a fixed set of documents; ties are broken by document id.
 
@@ -72,7 +61,7 @@ class Bm25Index:
         self._id_rank[np.argsort(np.array(self._ids, dtype=object), kind="stable")] = np.arange(len(self._ids))
         self._position = {doc_id: i for i, doc_id in enumerate(self._ids)}
         # float64 so that near-equal scores are not turned into ties that then order by id.
-        self._model = _bm25s().BM25(k1=k1, b=b, method="lucene", dtype="float64")
+        self._model = require("bm25s", "the BM25 first stage").BM25(k1=k1, b=b, method="lucene", dtype="float64")
         self._model.index([tokenize(text) for text in documents.values()], show_progress=False)
         self._vocabulary: dict[str, int] = self._model.vocab_dict
 

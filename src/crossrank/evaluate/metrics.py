@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from crossrank.errors import ConfigError
+from crossrank.evaluate.extras import require
 
 __all__ = ["METRICS", "mean", "paired_p_value", "per_query"]
 
@@ -25,23 +24,13 @@ METRICS: dict[str, str] = {
 }
 
 
-def _ir_measures() -> Any:
-    try:
-        import ir_measures
-    except ImportError:
-        raise ConfigError(
-            "evaluation metrics need ir-measures, which is not installed", fix="pip install 'crossrank[eval]'"
-        ) from None
-    return ir_measures
-
-
 def per_query(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
     """Metric name -> query id -> value, for every query in ``qrels``.
 
     A query with no ranked list scores 0 on every metric (trec_eval would silently leave it out of the
     mean, which flatters a first stage that finds nothing).
     """
-    ir = _ir_measures()
+    ir = require("ir_measures", "evaluation metrics")
     measures = {ir.parse_measure(spec): name for name, spec in METRICS.items()}
     judged = [ir.Qrel(q, d, int(g)) for q, grades in qrels.items() for d, g in grades.items()]
     scored = [
@@ -71,7 +60,5 @@ def paired_p_value(a: Mapping[str, float], b: Mapping[str, float]) -> float | No
     y = [b[q] for q in shared]
     if len(shared) < 2 or x == y:
         return None
-    from scipy.stats import ttest_rel
-
-    p = float(ttest_rel(x, y).pvalue)
+    p = float(require("scipy.stats", "the paired t-test").ttest_rel(x, y).pvalue)
     return None if math.isnan(p) else p
