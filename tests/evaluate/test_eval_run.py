@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from crossrank import Reranker
-from crossrank.errors import ConfigError, DataFormatError
+from crossrank.errors import ConfigError, DataFormatError, InputError
 from crossrank.evaluate import (
     METRICS,
     Dataset,
@@ -103,6 +104,9 @@ def test_report_json_trec_run_and_compare(tmp_path: Path, cmteb: Dataset, tiny_r
     run = tmp_path / "run.trec"
     write_trec_run(short.datasets[0], run)
     assert load_trec_run(run) == {q: [d for d, _ in docs] for q, docs in short.datasets[0].run.items()}
+    spaced = dataclasses.replace(short.datasets[0], run={"q 1": [("d1", 1.0)]})
+    with pytest.raises(InputError, match="id 'q 1' of mini contains whitespace"):
+        write_trec_run(spaced, tmp_path / "bad.trec")
 
 
 def test_bad_arguments_are_config_errors(cmteb: Dataset, tiny_reranker: Reranker, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crossrank._version import __version__
-from crossrank.errors import ConfigError
+from crossrank.errors import ConfigError, InputError
 from crossrank.evaluate.bm25 import Bm25Index
 from crossrank.evaluate.data import Dataset, find_datasets
 from crossrank.evaluate.metrics import METRICS, mean, paired_p_value, per_query
@@ -259,6 +259,11 @@ def evaluate(
 
 def write_trec_run(report: DatasetReport, path: str | Path, *, tag: str = "crossrank") -> None:
     """Write the reranked lists as a TREC run: ``qid Q0 docid rank score tag``."""
+    spaced = next(
+        (i for q, docs in report.run.items() for i in (q, *(d for d, _ in docs)) if len(i.split()) != 1), None
+    )
+    if spaced is not None:
+        raise InputError(f"id {spaced!r} of {report.name} contains whitespace, which a TREC run file cannot hold")
     with Path(path).open("w", encoding="utf-8") as handle:
         for query_id, docs in report.run.items():
             for rank, (doc_id, score) in enumerate(docs, start=1):
