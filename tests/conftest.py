@@ -91,3 +91,11 @@ def english_reranker(english_model_dir: Path) -> Iterator[Reranker]:
 def tiny_reranker(tiny_xlmr_dir: Path) -> Iterator[Reranker]:
     with Reranker(str(tiny_xlmr_dir), device="cpu") as reranker:
         yield reranker
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: the English BEIR-dbpedia subset and the Chinese RGB set (see its PROVENANCE.md)."""
+    for name in ("en_beir_dbpedia_subset", "zh_rgb_refine_a"):
+        _shared(DATA / name)
+    return DATA

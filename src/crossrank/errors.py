@@ -5,6 +5,7 @@ The tree::
     CrossrankError
     ├── ConfigError                 bad options or flags
     ├── InputError                  bad query/documents (the server answers 4xx)
+    │   └── DataFormatError         a malformed line in an evaluation data file (names file and line)
     ├── ModelError
     │   ├── ModelNotFoundError      no such local folder, not cached, not on the hub
     │   ├── IntegrityError          files present but broken (missing parts, unreadable)
@@ -28,6 +29,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigError",
     "CrossrankError",
+    "DataFormatError",
     "DeviceMemoryError",
     "IncompleteModelError",
     "InferenceError",
@@ -59,6 +61,16 @@ class ConfigError(CrossrankError):
 
 class InputError(CrossrankError):
     """The query or documents break a limit or a rule."""
+
+
+class DataFormatError(InputError):
+    """A data file (corpus, queries, qrels, candidates, results) has a malformed line."""
+
+    def __init__(self, path: str, line: int | None, problem: str, *, fix: str | None = None) -> None:
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {problem}", fix=fix)
+        self.path = path
+        self.line = line
 
 
 class ModelError(CrossrankError):

@@ -11,6 +11,7 @@ from crossrank.cli.check import check
 from crossrank.cli.demo import demo
 from crossrank.cli.doctor import doctor
 from crossrank.cli.download import download
+from crossrank.cli.eval import eval_command
 from crossrank.cli.rerank import rerank
 from crossrank.cli.verify import verify
 
@@ -29,6 +30,7 @@ app.command()(demo)
 app.command()(download)
 app.command()(verify)
 app.command()(doctor)
+app.command(name="eval")(eval_command)
 
 
 def _version(value: bool) -> None:

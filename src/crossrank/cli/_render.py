@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm_rich
 
 from crossrank.errors import CrossrankError
+from crossrank.evaluate import CompareReport, EvalReport
 from crossrank.models.download import DownloadResult
 from crossrank.models.verify import Check, VerifyReport
 from crossrank.tools.check import CheckReport
@@ -21,11 +25,14 @@ from crossrank.types import RerankResult
 
 __all__ = [
     "RichDownloadBar",
+    "eval_progress",
     "print_check",
+    "print_compare",
     "print_demo",
     "print_doctor",
     "print_download",
     "print_error",
+    "print_eval",
     "print_note",
     "print_rerank",
     "print_verify",
@@ -149,3 +156,71 @@ def print_download(result: DownloadResult) -> None:
         f"[green]downloaded[/] {escape(result.manifest.repo_id)} at {result.commit[:12]}: "
         f"{len(result.manifest.files)} files, {total / 2**20:.1f} MiB, sha256 recorded\n{escape(str(result.folder))}"
     )
+
+
+@contextmanager
+def eval_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on stderr (one task per data set) and the callback that advances it."""
+    tasks: dict[str, TaskID] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"))
+    with Progress(*columns, TimeRemainingColumn(), console=_err, transient=True) as progress:
+
+        def update(dataset: str, done: int, total: int) -> None:
+            if dataset not in tasks:
+                tasks[dataset] = progress.add_task(escape(dataset), total=total)
+            progress.update(tasks[dataset], completed=done)
+
+        yield update
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _delta(value: float) -> str:
+    colour = "green" if value > 0 else "red" if value < 0 else "default"
+    return f"[{colour}]{value:+.4f}[/]"
+
+
+def print_eval(report: EvalReport) -> None:
+    _out.print(
+        f"model {escape(report.model)}  device {report.device}, dtype {report.dtype}, "
+        f"max_length {report.max_length}, top_k {report.top_k}"
+    )
+    for dataset in report.datasets:
+        table = Table(
+            title=escape(
+                f"{dataset.name}: {dataset.queries} queries, {dataset.pairs} pairs, first stage {dataset.first_stage}"
+            ),
+            title_justify="left",
+        )
+        for column in ("metric", "first stage", "reranked", "delta", "p (paired t)"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for name, before in dataset.metrics.items():
+            table.add_row(
+                name,
+                f"{before:.4f}",
+                f"{dataset.reranked[name]:.4f}",
+                _delta(dataset.delta[name]),
+                _p(dataset.p_values[name]),
+            )
+        _out.print(table)
+        skipped = f", {dataset.skipped_queries} queries without qrels skipped" if dataset.skipped_queries else ""
+        _out.print(f"scored in {dataset.seconds:.1f} s ({dataset.pairs_per_second:.0f} pairs/s){skipped}")
+
+
+def print_compare(report: CompareReport) -> None:
+    _out.print(f"base: {escape(report.base)}\nnew:  {escape(report.new)}")
+    for dataset in dict.fromkeys(row.dataset for row in report.rows):
+        table = Table(title=escape(dataset), title_justify="left")
+        for column in ("metric", "base", "new", "delta", "queries", "p (paired t)"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for row in (r for r in report.rows if r.dataset == dataset):
+            table.add_row(
+                row.metric, f"{row.base:.4f}", f"{row.new:.4f}", _delta(row.delta), str(row.queries), _p(row.p_value)
+            )
+        _out.print(table)
+    for name in report.only_in_base:
+        _out.print(f"only in base: {escape(name)}")
+    for name in report.only_in_new:
+        _out.print(f"only in new: {escape(name)}")

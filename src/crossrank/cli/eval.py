@@ -1,0 +1,129 @@
+"""`crossrank eval`: ranking quality before and after reranking, on BEIR / C-MTEB data; compare saved runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from crossrank.cli._common import (
+    DeviceOption,
+    DtypeOption,
+    JsonOption,
+    MaxLengthOption,
+    ModelOption,
+    open_reranker,
+    reporting_errors,
+)
+from crossrank.cli._render import eval_progress, print_compare, print_eval
+from crossrank.errors import ConfigError
+from crossrank.evaluate import FirstStage, compare, evaluate, find_datasets, write_trec_run
+
+__all__ = ["eval_command"]
+
+
+def _run_paths(run_out: Path, names: list[str]) -> list[Path]:
+    """One TREC run file per data set: the given name for one, ``<stem>.<data set><suffix>`` for several."""
+    if len(names) == 1:
+        return [run_out]
+    return [run_out.with_name(f"{run_out.stem}.{name}{run_out.suffix}") for name in names]
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def eval_command(
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="BEIR folder, C-MTEB reranking .jsonl, or a folder of them (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    model: ModelOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    max_length: MaxLengthOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="First-stage candidates reranked per query.")] = 100,
+    first_stage: Annotated[
+        FirstStage, typer.Option(help="auto (given candidates, else BM25), candidates, or bm25 (ignore given ones).")
+    ] = "auto",
+    candidates: Annotated[
+        Path | None, typer.Option(help="Candidates file (.jsonl or TREC run) for a single BEIR folder.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="qrels/<split>.tsv to use when there is no qrels.tsv.")] = "test",
+    max_queries: Annotated[
+        int | None, typer.Option("--max-queries", min=1, help="Only the first N judged queries of each set.")
+    ] = None,
+    run_out: Annotated[
+        Path | None, typer.Option("--run-out", help="Write the reranked lists as a TREC run file.")
+    ] = None,
+    save: Annotated[Path | None, typer.Option("--save", help="Also write the JSON results to this file.")] = None,
+    compare_with: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            help="A saved JSON result: diff this run against it; or give two (and no --data) to diff them.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure NDCG@10, MRR@10, MAP and Recall@10/100 of the first stage and after reranking.
+
+    The first stage is the data set's candidate lists, else BM25 over the corpus (words and Chinese bigrams).
+
+    Exit codes: 0 ok, 2 bad option or data file, 3 model unusable, 4 runtime failure.
+    """
+    baselines = list(compare_with or [])
+    with reporting_errors():
+        if not data:
+            if len(baselines) != 2:
+                raise ConfigError(
+                    "nothing to do: give --data to evaluate, or two --compare files to diff",
+                    fix="crossrank eval --data DIR --model M   |   crossrank eval --compare A.json --compare B.json",
+                )
+            saved = compare(baselines[0], baselines[1])
+            if as_json:
+                typer.echo(json.dumps(saved.to_dict(), ensure_ascii=False))
+            else:
+                print_compare(saved)
+            return
+        if len(baselines) > 1:
+            raise ConfigError("with --data, give at most one --compare file (the run to compare against)")
+        if candidates is not None and len(data) != 1:
+            raise ConfigError("--candidates needs exactly one --data folder")
+        datasets = [d for path in data for d in find_datasets(path, split=split, candidates=candidates)]
+        # The façade gets every model/runtime flag; new ones (backend, quantize, aggregate) go here.
+        reranker = open_reranker(model=model, device=device, dtype=dtype, max_length=max_length)
+        with eval_progress() as progress:
+            report = evaluate(
+                datasets,
+                reranker,
+                top_k=top_k,
+                first_stage=first_stage,
+                max_queries=max_queries,
+                progress=progress,
+            )
+        payload = report.to_dict()
+        if save is not None:
+            _save(save, payload)
+        if run_out is not None:
+            for dataset, path in zip(
+                report.datasets, _run_paths(run_out, [d.name for d in report.datasets]), strict=True
+            ):
+                write_trec_run(dataset, path)
+        diff = compare(baselines[0], payload) if baselines else None
+        if as_json:
+            typer.echo(
+                json.dumps(payload if diff is None else {**payload, "compare": diff.to_dict()}, ensure_ascii=False)
+            )
+        else:
+            print_eval(report)
+            if diff is not None:
+                print_compare(diff)
