@@ -20,9 +20,10 @@ from crossrank.config import (
     TruncationOptions,
 )
 from crossrank.engine.ranking import rank
-from crossrank.engine.scorer import ScoreRequest, sigmoid
+from crossrank.engine.scorer import ScoredRequest, Scorer, ScoreRequest, sigmoid
 from crossrank.errors import InputError
 from crossrank.loader import LoadedModel, check_max_length, load_model
+from crossrank.models.info import ModelInfo
 from crossrank.types import RerankResult
 
 __all__ = ["Reranker"]
@@ -110,6 +111,7 @@ class Reranker:
         )
         runtime = RuntimeOptions(device=device, dtype=dtype, num_threads=num_threads, fallback=fallback)
         self.model = model
+        self.revision = revision
         self._loaded: LoadedModel = load_model(spec, runtime, self.truncation, backend)
 
     @property
@@ -126,6 +128,16 @@ class Reranker:
     def model_max_length(self) -> int:
         """The longest pair the model can read, in tokens."""
         return self._loaded.info.max_length
+
+    @property
+    def info(self) -> ModelInfo:
+        """What was read from the model folder (path, architecture, window length)."""
+        return self._loaded.info
+
+    @property
+    def scorer(self) -> Scorer:
+        """The engine's scorer (tokenizer + backend); one thread may use it at a time."""
+        return self._loaded.scorer
 
     @property
     def load_seconds(self) -> float:
@@ -228,6 +240,7 @@ class Reranker:
         top_n: int | None = None,
         return_documents: bool = True,
         max_length: int | None = None,
+        min_score: float | None = None,
     ) -> RerankResult:
         """Order ``documents`` by relevance to ``query`` (highest first; ties keep the caller's order).
 
@@ -237,14 +250,43 @@ class Reranker:
             top_n: keep only the best ``top_n`` (all when ``None``).
             return_documents: include each document's text in the result.
             max_length: this call's tokens per pair, instead of the reranker's.
+            min_score: drop documents whose ``relevance_score`` is below this (0 to 1).
         """
+        request = self.prepare(query, documents, top_n=top_n, max_length=max_length, min_score=min_score)
+        (scored,) = self._loaded.scorer.score([request], self.batching)
+        return self.finish(request, scored, top_n=top_n, return_documents=return_documents, min_score=min_score)
+
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        max_length: int | None = None,
+        min_score: float | None = None,
+    ) -> ScoreRequest:
+        """Check a rerank call's arguments and turn them into the engine's request (used by ``AsyncReranker``)."""
         query = _check_text(query, "query")
         texts = _check_documents(documents)
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise InputError(f"top_n must be a positive integer, got {top_n!r}")
-        request = ScoreRequest(query=query, documents=texts, truncation=self._truncation(max_length, None))
-        (scored,) = self._loaded.scorer.score([request], self.batching)
-        results = rank(scored.logits, texts, top_n=top_n, return_documents=return_documents)
+        if min_score is not None and (isinstance(min_score, bool) or not 0 <= min_score <= 1):
+            raise InputError(f"min_score must be a number between 0 and 1, got {min_score!r}")
+        return ScoreRequest(query=query, documents=texts, truncation=self._truncation(max_length, None))
+
+    @staticmethod
+    def finish(
+        request: ScoreRequest,
+        scored: ScoredRequest,
+        *,
+        top_n: int | None,
+        return_documents: bool,
+        min_score: float | None,
+    ) -> RerankResult:
+        """Rank a scored request (used by ``AsyncReranker``)."""
+        results = rank(
+            scored.logits, request.documents, top_n=top_n, return_documents=return_documents, min_score=min_score
+        )
         return RerankResult(results=results, usage=scored.usage)
 
     def close(self) -> None:

@@ -36,8 +36,43 @@ class Settings(BaseSettings):
     trust_remote_code: bool = False
     cache_dir: str | None = None
 
+    # `crossrank serve`
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_key: str | None = Field(default=None, description="one key, or several separated by commas")
+    served_model_name: str | None = None
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    max_queue_pairs: int = Field(default=8192, ge=1)
+    max_batch_requests: int | None = Field(default=None, ge=1)
+    max_documents: int = Field(default=1000, ge=1)
+    max_document_chars: int = Field(default=200_000, ge=1)
+    max_query_chars: int = Field(default=20_000, ge=1)
+    max_body_bytes: int = Field(default=20_000_000, ge=1)
+    slow_ms: float = Field(default=200.0, ge=0)
+    cors_origins: str | None = Field(default=None, description="allowed origins, separated by commas")
+    graceful_timeout: float = Field(default=30.0, ge=0)
+
     def reranker_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``Reranker``; ``overrides`` that are ``None`` keep the setting."""
-        values = self.model_dump()
+        values = self.model_dump(exclude=_SERVER_FIELDS)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return values
+
+
+# Settings of `crossrank serve` only; every other field is a Reranker argument.
+_SERVER_FIELDS = {
+    "host",
+    "port",
+    "api_key",
+    "served_model_name",
+    "max_wait_ms",
+    "max_queue_pairs",
+    "max_batch_requests",
+    "max_documents",
+    "max_document_chars",
+    "max_query_chars",
+    "max_body_bytes",
+    "slow_ms",
+    "cors_origins",
+    "graceful_timeout",
+}
