@@ -117,12 +117,13 @@ def open_server(english_model_dir: Path) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def strict_server(english_model_dir: Path) -> Iterator[object]:
-    """The real server with API keys and small limits (100 documents or queued pairs, 1000 chars, 60 kB)."""
+    """The real server with API keys, CORS for http://app.example and small limits (100 documents or pairs, 1000
+    chars, 60 kB)."""
     from server_process import running_server
 
     args = ["-m", str(english_model_dir), "--device", "cpu", "--api-key", STRICT_KEYS[0], "--api-key", STRICT_KEYS[1]]
     limits = ["--max-queue-pairs", "100", "--max-documents", "100", "--max-document-chars", "1000"]
-    limits += ["--max-query-chars", "50", "--max-body-bytes", "60000"]
+    limits += ["--max-query-chars", "50", "--max-body-bytes", "60000", "--cors-origins", "http://app.example"]
     env = {"CROSSRANK_API_KEY": STRICT_KEYS[2]}
     with running_server([*args, *limits], env, api_key=STRICT_KEYS[0]) as server:
         yield server

@@ -176,6 +176,23 @@ def test_auth_on_every_route_but_health(strict_server: ServerProcess) -> None:
     assert all(key not in strict_server.log() for key in STRICT_KEYS)
 
 
+def test_cors_only_for_the_configured_origin(strict_server: ServerProcess, server: ServerProcess) -> None:
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    allowed = httpx.options(strict_server.url + "/v2/rerank", headers=preflight)  # preflights carry no key
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+    other = httpx.options(strict_server.url + "/v2/rerank", headers={**preflight, "Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    answer = httpx.post(
+        strict_server.url + "/v2/rerank",
+        json={"query": "q", "documents": ["d"]},
+        headers={"Origin": "http://app.example", **_auth()},
+    )
+    assert answer.headers["access-control-allow-origin"] == "http://app.example"
+    no_cors = httpx.post(server.url + "/v2/rerank", json={"query": "q", "documents": ["d"]}, headers={"Origin": "x"})
+    assert "access-control-allow-origin" not in no_cors.headers
+
+
 def test_a_client_that_disconnects_has_its_queued_work_dropped(server: ServerProcess) -> None:
     before = _metrics(server)
     big = {"query": "keep the worker busy", "documents": ["a document of some length " * 20] * 80}

@@ -102,7 +102,9 @@ _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_
 
 def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "validation")
-    return error_response(request.url.path, exc.status_code, str(exc.detail), error_type, dict(exc.headers or {}) or None)
+    return error_response(
+        request.url.path, exc.status_code, str(exc.detail), error_type, dict(exc.headers or {}) or None
+    )
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
