@@ -52,15 +52,24 @@ class Settings(BaseSettings):
     cors_origins: str | None = Field(default=None, description="allowed origins, separated by commas")
     graceful_timeout: float = Field(default=30.0, ge=0)
 
+    # Celery (`crossrank worker`, crossrank.integrations.celery)
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    celery_result_backend: str = "redis://127.0.0.1:6379/1"
+    celery_time_limit: int = Field(default=300, ge=1, description="seconds a rerank task may run (soft limit)")
+    celery_visibility_timeout: int = Field(
+        default=3600, ge=1, description="seconds before a dead worker's task is re-sent"
+    )
+    celery_result_expires: int = Field(default=86400, ge=1)
+
     def reranker_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``Reranker``; ``overrides`` that are ``None`` keep the setting."""
-        values = self.model_dump(exclude=_SERVER_FIELDS)
+        values = self.model_dump(exclude=_DOOR_FIELDS)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return values
 
 
-# Settings of `crossrank serve` only; every other field is a Reranker argument.
-_SERVER_FIELDS = {
+# Settings of the doors (`crossrank serve`, `crossrank worker`); every other field is a Reranker argument.
+_DOOR_FIELDS = {
     "host",
     "port",
     "api_key",
@@ -75,4 +84,9 @@ _SERVER_FIELDS = {
     "slow_ms",
     "cors_origins",
     "graceful_timeout",
+    "celery_broker_url",
+    "celery_result_backend",
+    "celery_time_limit",
+    "celery_visibility_timeout",
+    "celery_result_expires",
 }

@@ -15,6 +15,7 @@ from crossrank.cli.eval import eval_command
 from crossrank.cli.rerank import rerank
 from crossrank.cli.serve import serve
 from crossrank.cli.verify import verify
+from crossrank.cli.worker import worker
 
 __all__ = ["app", "main"]
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.command()(rerank)
 app.command()(serve)
+app.command()(worker)
 app.command()(check)
 app.command()(demo)
 app.command()(download)
