@@ -8,7 +8,6 @@ from types import TracebackType
 from typing import Any
 
 from crossrank.engine.batcher import Batched, BatchStats, MicroBatcher, ObservedBackend, QueueOptions
-from crossrank.engine.scorer import Scorer
 from crossrank.reranker import Reranker
 from crossrank.types import RerankResult, Timing
 
@@ -38,7 +37,7 @@ class AsyncReranker:
         self.reranker = reranker
         scorer = reranker.scorer
         if on_batch is not None:
-            scorer = Scorer(scorer.tokenizer, ObservedBackend(scorer.backend, on_batch))
+            scorer = scorer.with_backend(ObservedBackend(scorer.backend, on_batch))
         self.batcher = MicroBatcher(scorer, reranker.batching, queue or QueueOptions())
 
     @classmethod
@@ -64,13 +63,16 @@ class AsyncReranker:
         return_documents: bool = True,
         max_length: int | None = None,
         min_score: float | None = None,
+        use_cache: bool = True,
     ) -> RerankResult:
         """``Reranker.rerank``, awaited; the result also carries its ``timing``.
 
         Raises:
             OverloadedError: too much work is queued (retry after ``error.retry_after`` seconds).
         """
-        request = self.reranker.prepare(query, documents, top_n=top_n, max_length=max_length, min_score=min_score)
+        request = self.reranker.prepare(
+            query, documents, top_n=top_n, max_length=max_length, min_score=min_score, use_cache=use_cache
+        )
         batched: Batched = await self.batcher.submit(request)
         result = self.reranker.finish(
             request, batched.scored, top_n=top_n, return_documents=return_documents, min_score=min_score

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     allow_pickle: bool = False
     trust_remote_code: bool = False
     cache_dir: str | None = None
+    cache_size: int = Field(default=0, ge=0, description="in-process result cache entries (0: off)")
+    cache_bytes: int = Field(default=256 * 2**20, ge=1)
+    cache_url: str | None = Field(default=None, description="redis://... for a shared result cache")
+    cache_ttl: int | None = Field(default=None, ge=1)
+    cache_prefix: str = "crossrank:"
 
     # `crossrank serve`
     host: str = "127.0.0.1"

@@ -33,12 +33,14 @@ class Usage:
         truncated_documents: documents cut to fit ``max_length``.
         truncated_tokens: document tokens dropped by that cut (the query's cut is not counted here).
         truncated_queries: 1 per query cut to its cap.
+        cached_documents: documents answered from the result cache (the model did not read them).
     """
 
     total_tokens: int = 0
     truncated_documents: int = 0
     truncated_tokens: int = 0
     truncated_queries: int = 0
+    cached_documents: int = 0
 
 
 @dataclass(frozen=True, slots=True)

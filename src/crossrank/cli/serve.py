@@ -61,6 +61,12 @@ def serve(
     cors_origins: Annotated[str | None, typer.Option(help="CORS origins, comma-separated (off by default).")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Model name reported in responses.")] = None,
     graceful_timeout: Annotated[float | None, typer.Option(help="Seconds to finish requests on SIGTERM [30].")] = None,
+    cache_size: Annotated[int | None, typer.Option(help="In-process result cache entries [0: off].")] = None,
+    cache_url: Annotated[
+        str | None,
+        typer.Option(help="redis://host:port/db: a result cache shared by replicas [env: CROSSRANK_CACHE_URL]."),
+    ] = None,
+    cache_ttl: Annotated[int | None, typer.Option(help="Seconds a Redis cache entry lives.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve reranking over HTTP: POST /v2/rerank (Cohere v2), /v1/rerank (Cohere v1, Jina), /rerank (TEI, vLLM)."""
@@ -92,6 +98,9 @@ def serve(
             "max_length": max_length,
             "max_batch_tokens": max_batch_tokens,
             "max_batch_size": max_batch_size,
+            "cache_size": cache_size,
+            "cache_url": cache_url,
+            "cache_ttl": cache_ttl,
         }
         _configure_logging(log_level)
         failure: list[CrossrankError] = []

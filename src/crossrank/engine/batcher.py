@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from crossrank.backends.base import Backend, EncodedBatch
 from crossrank.config import BatchingOptions
-from crossrank.engine.scorer import ScoredRequest, Scorer, ScoreRequest
+from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest
 from crossrank.errors import ConfigError, CrossrankError, InferenceError, OverloadedError
 
 __all__ = ["BatchStats", "Batched", "MicroBatcher", "ObservedBackend", "QueueOptions"]
@@ -150,7 +150,7 @@ class MicroBatcher:
     ``close()`` when done (queued requests are still scored; new ones are refused).
     """
 
-    def __init__(self, scorer: Scorer, batching: BatchingOptions, queue: QueueOptions) -> None:
+    def __init__(self, scorer: RequestScorer, batching: BatchingOptions, queue: QueueOptions) -> None:
         self._scorer = scorer
         self._batching = batching
         self.options = queue

@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from crossrank._version import __version__
 from crossrank.async_reranker import AsyncReranker
+from crossrank.engine.cache import CachedScorer
 from crossrank.errors import CrossrankError, ModelError
 from crossrank.reranker import Reranker
 from crossrank.server import cohere, ops, tei
@@ -31,7 +32,7 @@ _WARM_UP = ("warm-up query", ["a warm-up document", "another, somewhat longer, w
 def _load(load: Callable[[], Reranker]) -> Reranker:
     reranker = load()
     # The first forward pass pays for lazy initialisation (kernels, allocator); do it before /ready.
-    reranker.rerank(*_WARM_UP)
+    reranker.rerank(*_WARM_UP, use_cache=False)
     return reranker
 
 
@@ -50,6 +51,8 @@ async def _start(app: FastAPI, load: Callable[[], Reranker], on_fatal: Callable[
     async_reranker = AsyncReranker(reranker, options.queue, on_batch=metrics.observe_batch)
     async_reranker.start()
     metrics.watch_queue(lambda: async_reranker.batcher.queued_pairs, lambda: async_reranker.batcher.queued_requests)
+    if isinstance(reranker.scorer, CachedScorer):
+        metrics.watch_cache(reranker.scorer.cache.stats, type(reranker.scorer.cache).__name__)
     state.reranker, state.status = async_reranker, "ready"
     metrics.ready.set(1)
     _log.info(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from crossrank.engine.batcher import BatchStats
+from crossrank.engine.cache import CacheStats
 from crossrank.types import Usage
 
 __all__ = ["Metrics"]
@@ -66,6 +69,10 @@ class Metrics:
         self.queue_pairs = Gauge("crossrank_queue_pairs", "pairs waiting for the worker", registry=r)
         self.queue_requests = Gauge("crossrank_queue_requests", "requests waiting for the worker", registry=r)
 
+    def watch_cache(self, stats: CacheStats, kind: str) -> None:
+        """Export the result cache's counters (read at scrape time)."""
+        self.registry.register(_CacheCollector(stats, kind))
+
     def watch_queue(self, pairs: Callable[[], int], requests: Callable[[], int]) -> None:
         """Read the queue depth at scrape time."""
         self.queue_pairs.set_function(pairs)
@@ -92,3 +99,19 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class _CacheCollector(Collector):
+    def __init__(self, stats: CacheStats, kind: str) -> None:
+        self.stats = stats
+        self.kind = kind
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, value, text in (
+            ("crossrank_cache_hits", self.stats.hits, "documents answered from the result cache"),
+            ("crossrank_cache_misses", self.stats.misses, "documents the result cache did not hold"),
+            ("crossrank_cache_errors", self.stats.errors, "result-cache calls that failed (computed instead)"),
+        ):
+            family = CounterMetricFamily(name, text, labels=["cache"])
+            family.add_metric([self.kind], value)
+            yield family

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from crossrank._version import __version__
+from crossrank.engine.cache import CachedScorer
 from crossrank.server.service import RerankService, get_service
 
 __all__ = ["router"]
@@ -70,6 +71,7 @@ async def info(service: Service) -> dict[str, Any]:
             model_max_length=rr.model_max_length,
             max_batch_tokens=rr.batching.max_batch_tokens,
             max_batch_size=rr.batching.max_batch_size,
+            cache=type(rr.scorer.cache).__name__ if isinstance(rr.scorer, CachedScorer) else None,
         )
     return body
 

@@ -39,6 +39,7 @@ class RerankCall:
     documents: Sequence[str]
     top_n: int | None = None
     min_score: float | None = None
+    use_cache: bool = True
 
 
 class ServerState:
@@ -103,9 +104,16 @@ class RerankService:
         self.check_limits(call)
         details = request_details(request.scope)
         details["documents"] = len(call.documents)
+        # `Cache-Control: no-cache` (RFC 9111: don't answer from a cache) scores afresh.
+        use_cache = call.use_cache and "no-cache" not in request.headers.get("cache-control", "").lower()
         task = asyncio.ensure_future(
             reranker.rerank(
-                call.query, call.documents, top_n=call.top_n, min_score=call.min_score, return_documents=False
+                call.query,
+                call.documents,
+                top_n=call.top_n,
+                min_score=call.min_score,
+                return_documents=False,
+                use_cache=use_cache,
             )
         )
         result = await _unless_disconnected(request, task, self.metrics.dropped.inc)
@@ -117,6 +125,7 @@ class RerankService:
         details.update(
             tokens=usage.total_tokens,
             truncated_documents=usage.truncated_documents,
+            cached_documents=usage.cached_documents,
             queue_ms=round(queue_s * 1000, 3),
             inference_ms=round(inference_s * 1000, 3),
         )
