@@ -99,3 +99,31 @@ def shared_data() -> Path:
     for name in ("en_beir_dbpedia_subset", "zh_rgb_refine_a"):
         _shared(DATA / name)
     return DATA
+
+
+# Keys of `strict_server`: two from flags, one from CROSSRANK_API_KEY.
+STRICT_KEYS = ("key-one", "key-two", "key-three")
+
+
+@pytest.fixture(scope="session")
+def open_server(english_model_dir: Path) -> Iterator[object]:
+    """The real server on the English model: no auth, default limits, every rerank counted as slow."""
+    from server_process import running_server
+
+    args = ["-m", str(english_model_dir), "--device", "cpu", "--max-wait-ms", "20", "--slow-ms", "0"]
+    with running_server([*args, "--served-model-name", "minilm"]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def strict_server(english_model_dir: Path) -> Iterator[object]:
+    """The real server with API keys, CORS for http://app.example and small limits (100 documents or pairs, 1000
+    chars, 60 kB)."""
+    from server_process import running_server
+
+    args = ["-m", str(english_model_dir), "--device", "cpu", "--api-key", STRICT_KEYS[0], "--api-key", STRICT_KEYS[1]]
+    limits = ["--max-queue-pairs", "100", "--max-documents", "100", "--max-document-chars", "1000"]
+    limits += ["--max-query-chars", "50", "--max-body-bytes", "60000", "--cors-origins", "http://app.example"]
+    env = {"CROSSRANK_API_KEY": STRICT_KEYS[2]}
+    with running_server([*args, *limits], env, api_key=STRICT_KEYS[0]) as server:
+        yield server

@@ -10,6 +10,7 @@ from conftest import subprocess_env
 def test_public_names() -> None:
     assert sorted(crossrank.__all__) == sorted(
         [
+            "AsyncReranker",
             "BackendError",
             "BackendUnavailableError",
             "BatchingOptions",
@@ -18,6 +19,7 @@ def test_public_names() -> None:
             "InferenceError",
             "InputError",
             "IntegrityError",
+            "LimitExceededError",
             "ModelError",
             "ModelNotFoundError",
             "ModelSpec",
@@ -26,6 +28,7 @@ def test_public_names() -> None:
             "Reranker",
             "RuntimeOptions",
             "ScoredDocument",
+            "Timing",
             "TruncationOptions",
             "UnsupportedModelError",
             "Usage",

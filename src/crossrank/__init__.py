@@ -5,6 +5,7 @@
 """
 
 from crossrank._version import __version__ as __version__
+from crossrank.async_reranker import AsyncReranker as AsyncReranker
 from crossrank.config import BatchingOptions as BatchingOptions
 from crossrank.config import ModelSpec as ModelSpec
 from crossrank.config import RuntimeOptions as RuntimeOptions
@@ -16,6 +17,7 @@ from crossrank.errors import CrossrankError as CrossrankError
 from crossrank.errors import InferenceError as InferenceError
 from crossrank.errors import InputError as InputError
 from crossrank.errors import IntegrityError as IntegrityError
+from crossrank.errors import LimitExceededError as LimitExceededError
 from crossrank.errors import ModelError as ModelError
 from crossrank.errors import ModelNotFoundError as ModelNotFoundError
 from crossrank.errors import OverloadedError as OverloadedError
@@ -23,9 +25,11 @@ from crossrank.errors import UnsupportedModelError as UnsupportedModelError
 from crossrank.reranker import Reranker as Reranker
 from crossrank.types import RerankResult as RerankResult
 from crossrank.types import ScoredDocument as ScoredDocument
+from crossrank.types import Timing as Timing
 from crossrank.types import Usage as Usage
 
 __all__ = [
+    "AsyncReranker",
     "BackendError",
     "BackendUnavailableError",
     "BatchingOptions",
@@ -34,6 +38,7 @@ __all__ = [
     "InferenceError",
     "InputError",
     "IntegrityError",
+    "LimitExceededError",
     "ModelError",
     "ModelNotFoundError",
     "ModelSpec",
@@ -42,6 +47,7 @@ __all__ = [
     "Reranker",
     "RuntimeOptions",
     "ScoredDocument",
+    "Timing",
     "TruncationOptions",
     "UnsupportedModelError",
     "Usage",

@@ -14,6 +14,7 @@ from crossrank.errors import ConfigError
 __all__ = [
     "DEFAULT_MODEL",
     "BatchingOptions",
+    "CacheOptions",
     "Dtype",
     "Fallback",
     "ModelSpec",
@@ -144,3 +145,41 @@ class TruncationOptions:
     def query_cap(self) -> int:
         """The query's token cap actually applied."""
         return self.query_max_length if self.query_max_length is not None else self.max_length * 3 // 4
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CacheOptions:
+    """The result cache: repeated (query, document) pairs are answered without the model.
+
+    Attributes:
+        size: entries kept in this process (least recently used go first); 0 turns the in-process cache off.
+        max_bytes: approximate memory the in-process entries may take.
+        url: ``redis://host:port/db`` to share one cache between processes and replicas (instead of in-process).
+        ttl: seconds a Redis entry lives (``None``: until Redis evicts it).
+        prefix: prefix of every Redis key, to share a Redis with other data.
+        timeout: seconds to wait for Redis before computing instead.
+    """
+
+    size: int = 0
+    max_bytes: int = 256 * 2**20
+    url: str | None = None
+    ttl: int | None = None
+    prefix: str = "crossrank:"
+    timeout: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.size < 0 or self.max_bytes < 1:
+            raise ConfigError(f"cache size must be >= 0 entries and max_bytes >= 1, got {self.size}, {self.max_bytes}")
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"cache url {self.url!r} is not a Redis URL", fix="use redis://host:6379/0 (or rediss:// for TLS)"
+            )
+        if self.ttl is not None and self.ttl < 1:
+            raise ConfigError(f"cache ttl must be at least 1 second, got {self.ttl}")
+        if self.timeout <= 0:
+            raise ConfigError(f"cache timeout must be positive, got {self.timeout}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any cache is configured."""
+        return self.size > 0 or self.url is not None

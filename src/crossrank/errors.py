@@ -5,7 +5,8 @@ The tree::
     CrossrankError
     ├── ConfigError                 bad options or flags
     ├── InputError                  bad query/documents (the server answers 4xx)
-    │   └── DataFormatError         a malformed line in an evaluation data file (names file and line)
+    │   ├── DataFormatError         a malformed line in an evaluation data file (names file and line)
+    │   └── LimitExceededError      a request over a configured size limit (the server answers 413)
     ├── ModelError
     │   ├── ModelNotFoundError      no such local folder, not cached, not on the hub
     │   ├── IntegrityError          files present but broken (missing parts, unreadable)
@@ -35,6 +36,7 @@ __all__ = [
     "InferenceError",
     "InputError",
     "IntegrityError",
+    "LimitExceededError",
     "ModelError",
     "ModelNotFoundError",
     "OverloadedError",
@@ -71,6 +73,16 @@ class DataFormatError(InputError):
         super().__init__(f"{where}: {problem}", fix=fix)
         self.path = path
         self.line = line
+
+
+class LimitExceededError(InputError):
+    """A request is bigger than a configured limit (documents, characters, bytes, tokens)."""
+
+    def __init__(self, field: str, value: int, limit: int, *, unit: str, fix: str | None = None) -> None:
+        super().__init__(f"{field}: {value} {unit} is more than the limit of {limit}", fix=fix)
+        self.field = field
+        self.value = value
+        self.limit = limit
 
 
 class ModelError(CrossrankError):
@@ -114,4 +126,8 @@ class DeviceMemoryError(InferenceError):
 
 
 class OverloadedError(CrossrankError):
-    """More work is queued than the configured bound allows."""
+    """More work is queued than the configured bound allows; ``retry_after`` estimates when it drains."""
+
+    def __init__(self, message: str, *, retry_after: int, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.retry_after = retry_after

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
 from crossrank.backends.registry import load_backend
-from crossrank.config import ModelSpec, RuntimeOptions, TruncationOptions
-from crossrank.engine.scorer import Scorer
+from crossrank.config import CacheOptions, ModelSpec, RuntimeOptions, TruncationOptions
+from crossrank.engine.cache import CachedScorer, open_cache
+from crossrank.engine.scorer import RequestScorer, Scorer
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.errors import ConfigError
 from crossrank.models.info import ModelInfo
@@ -21,7 +23,7 @@ class LoadedModel:
     """A model ready to score, with what is known about it."""
 
     info: ModelInfo
-    scorer: Scorer
+    scorer: RequestScorer
     load_seconds: float
 
 
@@ -34,7 +36,13 @@ def check_max_length(truncation: TruncationOptions, info: ModelInfo) -> None:
         )
 
 
-def load_model(spec: ModelSpec, runtime: RuntimeOptions, truncation: TruncationOptions, backend: str) -> LoadedModel:
+def load_model(
+    spec: ModelSpec,
+    runtime: RuntimeOptions,
+    truncation: TruncationOptions,
+    backend: str,
+    cache: CacheOptions | None = None,
+) -> LoadedModel:
     """Resolve, check and load a model; cheap checks run before any weight is read."""
     started = time.perf_counter()
     info = resolve_model(spec)
@@ -47,4 +55,13 @@ def load_model(spec: ModelSpec, runtime: RuntimeOptions, truncation: TruncationO
         allow_pickle=spec.allow_pickle,
         trust_remote_code=spec.trust_remote_code,
     )
-    return LoadedModel(info=info, scorer=Scorer(tokenizer, runner), load_seconds=time.perf_counter() - started)
+    scorer: RequestScorer = Scorer(tokenizer, runner)
+    store = open_cache(cache or CacheOptions())
+    if store is not None:
+        scorer = CachedScorer(scorer, store, _fingerprint(spec, runner.name, runner.dtype))
+    return LoadedModel(info=info, scorer=scorer, load_seconds=time.perf_counter() - started)
+
+
+def _fingerprint(spec: ModelSpec, backend: str, dtype: str) -> str:
+    """What makes two loaded models score alike: cached scores are shared exactly between equal fingerprints."""
+    return json.dumps({"model": spec.name_or_path, "revision": spec.revision, "backend": backend, "dtype": dtype})

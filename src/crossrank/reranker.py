@@ -13,6 +13,7 @@ import numpy.typing as npt
 from crossrank.config import (
     DEFAULT_MODEL,
     BatchingOptions,
+    CacheOptions,
     Dtype,
     Fallback,
     ModelSpec,
@@ -20,9 +21,10 @@ from crossrank.config import (
     TruncationOptions,
 )
 from crossrank.engine.ranking import rank
-from crossrank.engine.scorer import ScoreRequest, sigmoid
+from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest, sigmoid
 from crossrank.errors import InputError
 from crossrank.loader import LoadedModel, check_max_length, load_model
+from crossrank.models.info import ModelInfo
 from crossrank.types import RerankResult
 
 __all__ = ["Reranker"]
@@ -79,6 +81,11 @@ class Reranker:
         trust_remote_code: run code shipped with the model.
         cache_dir: hub cache folder (default: huggingface_hub's, from ``HF_HOME``).
         fallback: ``cpu`` scores a pair on CPU when it alone does not fit in GPU memory; ``none`` raises.
+        cache_size: result-cache entries kept in this process (0: no in-process cache).
+        cache_bytes: memory the in-process cache may take, approximately.
+        cache_url: ``redis://...`` to keep the result cache in Redis, shared between processes.
+        cache_ttl: seconds a Redis cache entry lives.
+        cache_prefix: prefix of the Redis keys.
     """
 
     def __init__(
@@ -98,6 +105,11 @@ class Reranker:
         trust_remote_code: bool = False,
         cache_dir: str | None = None,
         fallback: Fallback = "none",
+        cache_size: int = 0,
+        cache_bytes: int = 256 * 2**20,
+        cache_url: str | None = None,
+        cache_ttl: int | None = None,
+        cache_prefix: str = "crossrank:",
     ) -> None:
         self.truncation = TruncationOptions(max_length=max_length, query_max_length=query_max_length)
         self.batching = BatchingOptions(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
@@ -110,7 +122,9 @@ class Reranker:
         )
         runtime = RuntimeOptions(device=device, dtype=dtype, num_threads=num_threads, fallback=fallback)
         self.model = model
-        self._loaded: LoadedModel = load_model(spec, runtime, self.truncation, backend)
+        self.revision = revision
+        cache = CacheOptions(size=cache_size, max_bytes=cache_bytes, url=cache_url, ttl=cache_ttl, prefix=cache_prefix)
+        self._loaded: LoadedModel = load_model(spec, runtime, self.truncation, backend, cache)
 
     @property
     def device(self) -> str:
@@ -126,6 +140,16 @@ class Reranker:
     def model_max_length(self) -> int:
         """The longest pair the model can read, in tokens."""
         return self._loaded.info.max_length
+
+    @property
+    def info(self) -> ModelInfo:
+        """What was read from the model folder (path, architecture, window length)."""
+        return self._loaded.info
+
+    @property
+    def scorer(self) -> RequestScorer:
+        """The engine's scorer (tokenizer + backend); one thread may use it at a time."""
+        return self._loaded.scorer
 
     @property
     def load_seconds(self) -> float:
@@ -228,6 +252,8 @@ class Reranker:
         top_n: int | None = None,
         return_documents: bool = True,
         max_length: int | None = None,
+        min_score: float | None = None,
+        use_cache: bool = True,
     ) -> RerankResult:
         """Order ``documents`` by relevance to ``query`` (highest first; ties keep the caller's order).
 
@@ -237,14 +263,49 @@ class Reranker:
             top_n: keep only the best ``top_n`` (all when ``None``).
             return_documents: include each document's text in the result.
             max_length: this call's tokens per pair, instead of the reranker's.
+            min_score: drop documents whose ``relevance_score`` is below this (0 to 1).
+            use_cache: ``False`` scores afresh even when a result cache is configured.
         """
+        request = self.prepare(
+            query, documents, top_n=top_n, max_length=max_length, min_score=min_score, use_cache=use_cache
+        )
+        (scored,) = self._loaded.scorer.score([request], self.batching)
+        return self.finish(request, scored, top_n=top_n, return_documents=return_documents, min_score=min_score)
+
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        max_length: int | None = None,
+        min_score: float | None = None,
+        use_cache: bool = True,
+    ) -> ScoreRequest:
+        """Check a rerank call's arguments and turn them into the engine's request (used by ``AsyncReranker``)."""
         query = _check_text(query, "query")
         texts = _check_documents(documents)
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise InputError(f"top_n must be a positive integer, got {top_n!r}")
-        request = ScoreRequest(query=query, documents=texts, truncation=self._truncation(max_length, None))
-        (scored,) = self._loaded.scorer.score([request], self.batching)
-        results = rank(scored.logits, texts, top_n=top_n, return_documents=return_documents)
+        if min_score is not None and (isinstance(min_score, bool) or not 0 <= min_score <= 1):
+            raise InputError(f"min_score must be a number between 0 and 1, got {min_score!r}")
+        return ScoreRequest(
+            query=query, documents=texts, truncation=self._truncation(max_length, None), use_cache=use_cache
+        )
+
+    @staticmethod
+    def finish(
+        request: ScoreRequest,
+        scored: ScoredRequest,
+        *,
+        top_n: int | None,
+        return_documents: bool,
+        min_score: float | None,
+    ) -> RerankResult:
+        """Rank a scored request (used by ``AsyncReranker``)."""
+        results = rank(
+            scored.logits, request.documents, top_n=top_n, return_documents=return_documents, min_score=min_score
+        )
         return RerankResult(results=results, usage=scored.usage)
 
     def close(self) -> None:

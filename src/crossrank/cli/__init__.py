@@ -13,7 +13,9 @@ from crossrank.cli.doctor import doctor
 from crossrank.cli.download import download
 from crossrank.cli.eval import eval_command
 from crossrank.cli.rerank import rerank
+from crossrank.cli.serve import serve
 from crossrank.cli.verify import verify
+from crossrank.cli.worker import worker
 
 __all__ = ["app", "main"]
 
@@ -25,6 +27,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(rerank)
+app.command()(serve)
+app.command()(worker)
 app.command()(check)
 app.command()(demo)
 app.command()(download)

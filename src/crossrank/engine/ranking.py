@@ -14,11 +14,22 @@ __all__ = ["rank"]
 
 
 def rank(
-    logits: npt.NDArray[np.float32], documents: Sequence[str], *, top_n: int | None, return_documents: bool
+    logits: npt.NDArray[np.float32],
+    documents: Sequence[str],
+    *,
+    top_n: int | None,
+    return_documents: bool,
+    min_score: float | None = None,
 ) -> list[ScoredDocument]:
-    """Documents by descending logit; equal logits keep the caller's order (stable sort)."""
+    """Documents by descending logit; equal logits keep the caller's order (stable sort).
+
+    ``min_score`` drops documents whose ``relevance_score`` is below it, before ``top_n`` is applied.
+    """
     relevance = sigmoid(logits)
-    order = sorted(range(len(documents)), key=lambda i: -float(logits[i]))[:top_n]
+    order = sorted(range(len(documents)), key=lambda i: -float(logits[i]))
+    if min_score is not None:
+        order = [i for i in order if relevance[i] >= min_score]
+    order = order[:top_n]
     return [
         ScoredDocument(
             index=i,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +20,7 @@ from crossrank.engine.planner import plan_batches
 from crossrank.engine.tokenizer import EncodedPair, PairTokenizer
 from crossrank.types import Usage
 
-__all__ = ["ScoreRequest", "ScoredRequest", "Scorer", "sigmoid"]
+__all__ = ["RequestScorer", "ScoreRequest", "ScoredRequest", "Scorer", "sigmoid"]
 
 # Pairs tokenised and held at once. Bounds memory for any number of documents while leaving the
 # planner enough pairs to sort, so padding stays as small as with one global sort.
@@ -36,11 +37,15 @@ def sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
 
 @dataclass(frozen=True, slots=True)
 class ScoreRequest:
-    """One query and its documents, cut by its own truncation options."""
+    """One query and its documents, cut by its own truncation options.
+
+    ``use_cache=False`` makes a ``CachedScorer`` score it afresh (and not store it).
+    """
 
     query: str
     documents: Sequence[str]
     truncation: TruncationOptions
+    use_cache: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +68,34 @@ class _Tally:
         self.truncated_tokens += pair.truncated_tokens
 
 
+class RequestScorer(Protocol):
+    """What the façades and the micro-batcher score with: a ``Scorer``, or a ``CachedScorer`` in front of one."""
+
+    @property
+    def tokenizer(self) -> PairTokenizer: ...
+
+    @property
+    def backend(self) -> Backend: ...
+
+    def with_backend(self, backend: Backend) -> RequestScorer:
+        """The same scorer in front of another backend."""
+        ...
+
+    def score(self, requests: Sequence[ScoreRequest], batching: BatchingOptions) -> list[ScoredRequest]:
+        """Score every document of every request."""
+        ...
+
+
 class Scorer:
     """Scores requests; one instance is used by one thread at a time."""
 
     def __init__(self, tokenizer: PairTokenizer, backend: Backend) -> None:
         self.tokenizer = tokenizer
         self.backend = backend
+
+    def with_backend(self, backend: Backend) -> Scorer:
+        """The same tokenizer in front of another backend (e.g. one that records metrics)."""
+        return Scorer(self.tokenizer, backend)
 
     def score(self, requests: Sequence[ScoreRequest], batching: BatchingOptions) -> list[ScoredRequest]:
         """Score every document of every request; pairs of all requests share batches."""

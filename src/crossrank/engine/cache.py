@@ -1,0 +1,220 @@
+"""Result cache: (model, options, query, document) to its score, so repeated questions skip the model.
+
+``CachedScorer`` sits in front of the ``Scorer``: for each request it looks up every document's
+key, sends only the misses to the model (a partial hit scores just the missing pairs), stores the
+new rows and assembles the answer in the request's order. A row holds everything the scorer
+returns per document (the raw logit, and where present the best window's span and window count),
+so a hit is exactly what the model would have said. The key is the sha256 of the model's
+fingerprint (id, revision, backend, dtype), every option of the request (truncation, chunking)
+and the two texts. Caches are ``LRUScoreCache`` (in process, bounded in entries and bytes) or
+``RedisScoreCache`` (shared by replicas; ``crossrank.engine.redis_cache``). A cache that fails
+(Redis down) counts the error and the request is computed: a cache never fails a request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from crossrank.backends.base import Backend
+from crossrank.config import BatchingOptions, CacheOptions
+from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest
+from crossrank.engine.tokenizer import PairTokenizer
+from crossrank.errors import BackendUnavailableError, ConfigError
+
+__all__ = ["CacheStats", "CachedScorer", "LRUScoreCache", "ScoreCache", "cache_key", "open_cache"]
+
+_log = logging.getLogger(__name__)
+
+# One cached row: the per-document values of a ScoredRequest (logit, span, windows...), as plain numbers.
+Row = list[Any]
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counters since start: lookups answered, lookups missed, and cache failures (each degraded to computing)."""
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+
+
+class ScoreCache(Protocol):
+    """Where rows are kept. Implementations are thread-safe and never raise for a lookup or a store."""
+
+    stats: CacheStats
+
+    def get_many(self, keys: Sequence[str]) -> list[Row | None]:
+        """The row of each key, ``None`` where absent."""
+        ...
+
+    def put_many(self, items: Sequence[tuple[str, Row]]) -> None:
+        """Store rows (best effort)."""
+        ...
+
+
+def cache_key(fingerprint: str, request: ScoreRequest, document: str) -> str:
+    """sha256 of the model fingerprint, the request's options and the (query, document) texts."""
+    options = {f.name: repr(getattr(request, f.name)) for f in dataclasses.fields(request) if f.name not in _TEXTS}
+    payload = json.dumps([fingerprint, options, request.query, document], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# Fields of a ScoreRequest that are not options of the score.
+_TEXTS = frozenset({"query", "documents", "use_cache"})
+
+
+def _row_size(key: str, row: Row) -> int:
+    # What an entry costs in memory, roughly: the key, the list and its numbers.
+    return 120 + len(key) + 32 * len(row)
+
+
+class LRUScoreCache:
+    """In-process least-recently-used cache, bounded in entries and in (approximate) bytes."""
+
+    def __init__(self, max_entries: int, max_bytes: int = 256 * 2**20) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ConfigError(f"cache size must be at least 1 entry and 1 byte, got {max_entries} and {max_bytes}")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.stats = CacheStats()
+        self._entries: OrderedDict[str, Row] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """Approximate memory held by the entries."""
+        return self._bytes
+
+    def get_many(self, keys: Sequence[str]) -> list[Row | None]:
+        with self._lock:
+            rows = []
+            for key in keys:
+                row = self._entries.get(key)
+                if row is not None:
+                    self._entries.move_to_end(key)
+                rows.append(row)
+            hits = sum(row is not None for row in rows)
+            self.stats.hits += hits
+            self.stats.misses += len(rows) - hits
+            return rows
+
+    def put_many(self, items: Sequence[tuple[str, Row]]) -> None:
+        with self._lock:
+            for key, row in items:
+                old = self._entries.pop(key, None)
+                if old is not None:
+                    self._bytes -= _row_size(key, old)
+                self._entries[key] = row
+                self._bytes += _row_size(key, row)
+            while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
+                key, row = self._entries.popitem(last=False)
+                self._bytes -= _row_size(key, row)
+
+
+def _per_document_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(ScoredRequest) if f.name != "usage"]
+
+
+class CachedScorer:
+    """A ``Scorer`` with a result cache in front; same interface, so façades and the batcher use either."""
+
+    def __init__(self, scorer: RequestScorer, cache: ScoreCache, fingerprint: str) -> None:
+        self.scorer = scorer
+        self.cache = cache
+        self.fingerprint = fingerprint
+        self._fields = _per_document_fields()
+
+    @property
+    def tokenizer(self) -> PairTokenizer:
+        return self.scorer.tokenizer
+
+    @property
+    def backend(self) -> Backend:
+        return self.scorer.backend
+
+    def with_backend(self, backend: Backend) -> CachedScorer:
+        """The same cache in front of ``backend`` (e.g. one that records metrics)."""
+        return CachedScorer(self.scorer.with_backend(backend), self.cache, self.fingerprint)
+
+    def score(self, requests: Sequence[ScoreRequest], batching: BatchingOptions) -> list[ScoredRequest]:
+        """``Scorer.score``, answering cached documents from the cache and scoring only the rest."""
+        keys = [[cache_key(self.fingerprint, r, d) for d in r.documents] if r.use_cache else [] for r in requests]
+        found = [self._lookup(k, len(r.documents)) for k, r in zip(keys, requests, strict=True)]
+        missing = [[i for i, row in enumerate(rows) if row is None] for rows in found]
+        partial = [
+            dataclasses.replace(r, documents=[r.documents[i] for i in where])
+            for r, where in zip(requests, missing, strict=True)
+            if where
+        ]
+        computed = iter(self.scorer.score(partial, batching)) if partial else iter(())
+        results = []
+        for request, rows, where, request_keys in zip(requests, found, missing, keys, strict=True):
+            if not where:
+                results.append(self._assemble(request, rows, None))
+                continue
+            scored = next(computed)
+            new_rows = [[_plain(getattr(scored, name)[j]) for name in self._fields] for j in range(len(where))]
+            for i, row in zip(where, new_rows, strict=True):
+                rows[i] = row
+            if request_keys:
+                self.cache.put_many([(request_keys[i], row) for i, row in zip(where, new_rows, strict=True)])
+            results.append(self._assemble(request, rows, scored))
+        return results
+
+    def _lookup(self, keys: list[str], documents: int) -> list[Row | None]:
+        if not keys:  # the request asked not to use the cache
+            return [None] * documents
+        return self.cache.get_many(keys)
+
+    def _assemble(self, request: ScoreRequest, rows: list[Row | None], scored: ScoredRequest | None) -> ScoredRequest:
+        """A ScoredRequest in document order from full rows; usage counts what the model read plus the hits."""
+        template = scored if scored is not None else self._empty(request)
+        columns: dict[str, Any] = {}
+        for k, name in enumerate(self._fields):
+            like = getattr(template, name)
+            columns[name] = np.array([row[k] for row in rows], dtype=like.dtype).reshape((len(rows), *like.shape[1:]))  # type: ignore[index]
+        computed = 0 if scored is None else len(getattr(scored, self._fields[0]))
+        usage = dataclasses.replace(template.usage, cached_documents=len(rows) - computed)
+        return ScoredRequest(usage=usage, **columns)
+
+    def _empty(self, request: ScoreRequest) -> ScoredRequest:
+        # Scoring nothing gives the shapes and dtypes of every column, and a zero Usage.
+        (empty,) = self.scorer.score([dataclasses.replace(request, documents=[])], BatchingOptions())
+        return empty
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar or row as JSON-ready numbers (floats keep all float32 digits)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def open_cache(options: CacheOptions) -> ScoreCache | None:
+    """The cache ``options`` describe: Redis when a URL is given, else in-process, else ``None``."""
+    if options.url is not None:
+        try:
+            from crossrank.engine.redis_cache import RedisScoreCache
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"the Redis result cache needs redis-py ({exc.name} is not installed)",
+                fix="pip install 'crossrank[redis]'",
+            ) from exc
+        return RedisScoreCache(options.url, ttl=options.ttl, prefix=options.prefix, timeout=options.timeout)
+    if options.size > 0:
+        return LRUScoreCache(options.size, options.max_bytes)
+    return None

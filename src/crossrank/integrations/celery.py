@@ -1,0 +1,118 @@
+"""Celery integration: the ready ``crossrank.rerank`` task and the app ``crossrank worker`` runs.
+
+A worker process loads the model once, when it starts, and answers ``crossrank.rerank`` tasks with
+the library's result shape (``RerankResult`` as a dict). Tasks are acknowledged only after they
+finish (``acks_late``) and re-queued when a worker dies mid-task, so a restart loses nothing the
+broker accepted; only transient failures (the backend failed, the queue was full) are retried.
+
+Calling it from an application, which needs only Celery and the broker's URL::
+
+    from crossrank.integrations.celery import create_celery
+
+    app = create_celery()                      # broker/backend from CROSSRANK_CELERY_BROKER_URL, ...
+    result = app.send_task("crossrank.rerank", kwargs={"query": "what is panda?", "documents": docs, "top_n": 3})
+    ranked = result.get(timeout=60)            # {"results": [{"index", "score", "relevance_score", ...}], ...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from celery import Celery, Task, signals
+
+from crossrank.errors import BackendError, OverloadedError
+from crossrank.reranker import Reranker
+from crossrank.settings import Settings
+
+__all__ = ["TASK_NAME", "create_celery", "result_to_dict"]
+
+TASK_NAME = "crossrank.rerank"
+
+_log = logging.getLogger(__name__)
+
+# The model of this worker process, loaded once by `worker_process_init` (or by the first task).
+_state: dict[str, Any] = {}
+
+
+def result_to_dict(result: Any) -> dict[str, Any]:
+    """A ``RerankResult`` as JSON-ready data (what the task returns)."""
+    data: dict[str, Any] = dataclasses.asdict(result)
+    data.pop("timing", None)
+    for item in data["results"]:
+        if item.get("document") is None:
+            item.pop("document", None)
+    return data
+
+
+def _reranker(app: Celery) -> Reranker:
+    if "reranker" not in _state:
+        kwargs: dict[str, Any] = app.conf.crossrank_reranker_kwargs
+        _log.info("loading %s", kwargs.get("model"))
+        _state["reranker"] = Reranker(**kwargs)
+    reranker: Reranker = _state["reranker"]
+    return reranker
+
+
+def create_celery(settings: Settings | None = None, **reranker_overrides: Any) -> Celery:
+    """A Celery app with the ``crossrank.rerank`` task, configured from ``CROSSRANK_*`` settings.
+
+    Args:
+        settings: broker, result backend, time limits and the model's options (default: from the environment).
+        reranker_overrides: ``Reranker`` arguments that win over the settings (``model=...``).
+    """
+    settings = settings or Settings()
+    app = Celery("crossrank", broker=settings.celery_broker_url, backend=settings.celery_result_backend)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.celery_time_limit,
+        task_time_limit=settings.celery_time_limit + 30,
+        # A task whose worker died is handed out again after this many seconds (Redis broker).
+        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
+        result_expires=settings.celery_result_expires,
+        broker_connection_retry_on_startup=True,
+        crossrank_reranker_kwargs=settings.reranker_kwargs(**reranker_overrides),
+    )
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=TASK_NAME,
+        bind=True,
+        autoretry_for=(BackendError, OverloadedError),
+        retry_backoff=True,
+        retry_backoff_max=60,
+        max_retries=3,
+    )
+    def rerank(
+        self: Task,
+        query: str,
+        documents: list[str],
+        top_n: int | None = None,
+        return_documents: bool = True,
+        max_length: int | None = None,
+        min_score: float | None = None,
+    ) -> dict[str, Any]:
+        """Rerank ``documents`` for ``query``; the answer is ``RerankResult`` as a dict."""
+        result = _reranker(self.app).rerank(
+            query,
+            documents,
+            top_n=top_n,
+            return_documents=return_documents,
+            max_length=max_length,
+            min_score=min_score,
+        )
+        return result_to_dict(result)
+
+    @signals.worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _load(**_: Any) -> None:
+        # Each pool process holds its own model, loaded before it takes a task.
+        _state.clear()
+        _reranker(app)
+
+    return app

@@ -1,0 +1,122 @@
+"""One table from error to HTTP status, and error bodies in each API dialect's shape.
+
+text-embeddings-inference answers ``{"error": ..., "error_type": ...}``; Cohere (and Jina, which
+shares ``/v1/rerank``) answer ``{"message": ...}``. Which shape a response takes follows its path,
+so a client always gets the shape its SDK parses, and never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crossrank.errors import (
+    BackendError,
+    ConfigError,
+    CrossrankError,
+    InputError,
+    LimitExceededError,
+    ModelError,
+    OverloadedError,
+)
+
+__all__ = ["ClientClosedError", "EmptyTextsError", "NotReadyError", "error_response", "install_error_handlers"]
+
+_log = logging.getLogger(__name__)
+
+
+class NotReadyError(CrossrankError):
+    """The model is still loading (or failed to load); the server cannot score yet."""
+
+
+class EmptyTextsError(InputError):
+    """TEI answers an empty ``texts`` list with 400 ``{"error_type": "empty"}``."""
+
+
+class ClientClosedError(CrossrankError):
+    """The client disconnected before its answer was ready; its queued work was dropped."""
+
+
+# The first matching class wins: (class, HTTP status, TEI error_type).
+_STATUS: tuple[tuple[type[CrossrankError], int, str], ...] = (
+    (LimitExceededError, 413, "payload_limit"),
+    (EmptyTextsError, 400, "empty"),
+    (InputError, 422, "validation"),
+    (ConfigError, 422, "validation"),
+    (OverloadedError, 429, "overloaded"),
+    (NotReadyError, 503, "unhealthy"),
+    (ClientClosedError, 499, "dropped"),
+    (BackendError, 503, "backend"),
+    (ModelError, 503, "backend"),
+    (CrossrankError, 500, "backend"),
+)
+
+_COHERE_PATHS = ("/v1/", "/v2/")
+
+
+def error_response(
+    path: str, status: int, message: str, error_type: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A JSON error in the shape the dialect of ``path`` uses."""
+    cohere = path.startswith(_COHERE_PATHS)
+    body: dict[str, Any] = {"message": message} if cohere else {"error": message, "error_type": error_type}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _crossrank_error(request: Request, error: CrossrankError) -> JSONResponse:
+    status, error_type = next((s, t) for cls, s, t in _STATUS if isinstance(error, cls))
+    headers = None
+    if isinstance(error, OverloadedError):
+        headers = {"Retry-After": str(error.retry_after)}
+    elif isinstance(error, NotReadyError):
+        headers = {"Retry-After": "5"}
+    if status >= 500:
+        _log.warning("%s %s failed: %s", request.method, request.url.path, error)
+    return error_response(request.url.path, status, str(error), error_type, headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) if parts else "body"
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        detail = next(e for e in errors if e.get("type") == "json_invalid")
+        where = detail.get("ctx", {}).get("error", "")
+        return error_response(
+            request.url.path, 400, f"the request body is not valid JSON: {where}".strip(), "validation"
+        )
+    problems = "; ".join(f"{_field(tuple(e['loc']))}: {e['msg']}" for e in errors[:10])
+    return error_response(request.url.path, 422, problems, "validation")
+
+
+_HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_limit"}
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "validation")
+    return error_response(
+        request.url.path, exc.status_code, str(exc.detail), error_type, dict(exc.headers or {}) or None
+    )
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    _log.exception("%s %s: unexpected error", request.method, request.url.path)
+    return error_response(
+        request.url.path, 500, f"internal error ({type(exc).__name__}); see the server log", "backend"
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through the table above."""
+    app.add_exception_handler(CrossrankError, _crossrank_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

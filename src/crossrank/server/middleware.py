@@ -1,0 +1,164 @@
+"""ASGI middleware: access log and request metrics, API-key auth, request body limit.
+
+Plain ASGI (no ``BaseHTTPMiddleware``) so nothing buffers responses or breaks client-disconnect
+detection, and so a rejected request is answered before its body is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from crossrank.server.errors import error_response
+from crossrank.server.metrics import Metrics
+
+__all__ = ["AccessMiddleware", "AuthMiddleware", "BodyLimitMiddleware", "request_details"]
+
+_access_log = logging.getLogger("crossrank.server.access")
+
+# Routes whose latency is alerted on (--slow-ms); everything else is operational.
+RERANK_ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank"})
+_KNOWN_ROUTES = RERANK_ROUTES | {"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json"}
+
+
+def request_details(scope: Scope) -> dict[str, Any]:
+    """The per-request dict the access log prints; routes add documents, tokens and timings to it."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    details: dict[str, Any] = state.setdefault("crossrank", {})
+    return details
+
+
+class AccessMiddleware:
+    """One JSON log line and the request metrics per HTTP request; a warning when a rerank is slow."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, slow_ms: float) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.slow_ms = slow_ms
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        details = request_details(scope)
+        details["request_id"] = uuid.uuid4().hex
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"].append((b"x-request-id", details["request_id"].encode()))
+            await send(message)
+
+        rerank = scope["path"] in RERANK_ROUTES
+        if rerank:
+            self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            if rerank:
+                self.metrics.in_flight.dec()
+            self._record(scope, status, time.perf_counter() - started, details)
+
+    def _record(self, scope: Scope, status: int, seconds: float, details: dict[str, Any]) -> None:
+        path = scope["path"]
+        route = path if path in _KNOWN_ROUTES else "other"
+        self.metrics.requests.labels(route=route, status=str(status)).inc()
+        self.metrics.request_seconds.labels(route=route).observe(seconds)
+        latency_ms = round(seconds * 1000, 3)
+        line = {
+            "event": "request",
+            "method": scope["method"],
+            "path": route,
+            "status": status,
+            "latency_ms": latency_ms,
+            **details,
+        }
+        slow = route in RERANK_ROUTES and status < 400 and latency_ms > self.slow_ms
+        if slow:
+            self.metrics.slow.labels(route=route).inc()
+            line["slow"] = True
+            line["slow_ms"] = self.slow_ms
+            _access_log.warning(json.dumps(line, ensure_ascii=False))
+        elif route != "/metrics" or status >= 400:
+            _access_log.info(json.dumps(line, ensure_ascii=False))
+
+
+class AuthMiddleware:
+    """``Authorization: Bearer <key>`` on every route but ``/health``, compared in constant time."""
+
+    def __init__(self, app: ASGIApp, *, keys: tuple[str, ...]) -> None:
+        self.app = app
+        self.keys = tuple(key.encode() for key in keys)
+
+    def _allowed(self, header: bytes) -> bool:
+        scheme, _, token = header.partition(b" ")
+        token = token.strip()
+        # Compare against every key, whatever matched, so timing does not tell which key is close.
+        matched = False
+        for key in self.keys:
+            matched |= secrets.compare_digest(token, key)
+        return scheme.lower() == b"bearer" and matched
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        if self._allowed(header):
+            await self.app(scope, receive, send)
+            return
+        message = "missing API key" if not header else "invalid API key"
+        response = error_response(
+            scope["path"],
+            401,
+            f"{message}: send the header 'Authorization: Bearer <key>'",
+            "auth",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is more than the limit of {limit} bytes (--max-body-bytes)")
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``limit`` bytes: at once from Content-Length, else while they stream in."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            error = _BodyTooLarge(self.limit)
+            await error_response(scope["path"], 413, error.detail, "payload_limit")(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counting_receive, send)

@@ -1,0 +1,82 @@
+"""Operational routes: ``/health``, ``/ready``, ``/info``, ``/metrics``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from crossrank._version import __version__
+from crossrank.engine.cache import CachedScorer
+from crossrank.server.service import RerankService, get_service
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+Service = Annotated[RerankService, Depends(get_service)]
+
+
+@router.get("/health")
+async def health(service: Service) -> JSONResponse:
+    """200 while the process can serve (also while the model loads); 503 once loading failed or the worker died."""
+    state = service.state
+    worker_dead = state.status == "ready" and state.reranker is not None and not state.reranker.batcher.alive
+    if state.status == "failed" or worker_dead:
+        reason = str(state.error) if state.status == "failed" else "the scoring worker stopped"
+        return JSONResponse({"error": reason, "error_type": "unhealthy"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/ready")
+async def ready(service: Service) -> JSONResponse:
+    """200 once the model is loaded and warmed up; 503 before (and after a failed load)."""
+    status = service.state.status
+    if status == "ready":
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": status}, status_code=503, headers={"Retry-After": "5"})
+
+
+@router.get("/info")
+async def info(service: Service) -> dict[str, Any]:
+    """The model, how it runs, and the server's limits."""
+    o = service.options
+    body: dict[str, Any] = {
+        "version": __version__,
+        "model_id": o.model_name,
+        "status": service.state.status,
+        "limits": {
+            "max_documents": o.max_documents,
+            "max_document_chars": o.max_document_chars,
+            "max_query_chars": o.max_query_chars,
+            "max_body_bytes": o.max_body_bytes,
+            "max_queue_pairs": o.queue.max_queue_pairs,
+            "max_wait_ms": o.queue.max_wait_ms,
+            "max_batch_requests": o.queue.max_batch_requests,
+        },
+        "auth": bool(o.api_keys),
+        "slow_ms": o.slow_ms,
+    }
+    if service.state.reranker is not None:
+        rr = service.state.reranker.reranker
+        backend = rr.scorer.backend
+        body.update(
+            model_path=str(rr.info.path),
+            revision=rr.revision,
+            backend=backend.name,
+            device=backend.device,
+            dtype=backend.dtype,
+            max_length=rr.truncation.max_length,
+            model_max_length=rr.model_max_length,
+            max_batch_tokens=rr.batching.max_batch_tokens,
+            max_batch_size=rr.batching.max_batch_size,
+            cache=type(rr.scorer.cache).__name__ if isinstance(rr.scorer, CachedScorer) else None,
+        )
+    return body
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

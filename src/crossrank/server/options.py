@@ -1,0 +1,71 @@
+"""ServerOptions: everything `crossrank serve` decides beyond the model (limits, auth, queue, alerts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crossrank.engine.batcher import QueueOptions
+from crossrank.errors import ConfigError
+from crossrank.settings import Settings
+
+__all__ = ["ServerOptions"]
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerOptions:
+    """Limits, auth and alerting of one server.
+
+    Attributes:
+        model_name: the model id reported in responses and ``/info``.
+        api_keys: accepted ``Authorization: Bearer`` keys; empty means no auth.
+        queue: the micro-batcher's wait and bounds.
+        max_documents: documents per request at most (413 beyond).
+        max_document_chars: characters per document at most (413 beyond).
+        max_query_chars: characters of the query at most (413 beyond).
+        max_body_bytes: request body size at most, checked before parsing (413 beyond).
+        slow_ms: a rerank request slower than this logs a warning and counts in ``crossrank_slow_requests_total``.
+        cors_origins: origins allowed by CORS; empty leaves CORS off.
+    """
+
+    model_name: str
+    api_keys: tuple[str, ...] = ()
+    queue: QueueOptions = field(default_factory=QueueOptions)
+    max_documents: int = 1000
+    max_document_chars: int = 200_000
+    max_query_chars: int = 20_000
+    max_body_bytes: int = 20_000_000
+    slow_ms: float = 200.0
+    cors_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(not key.isprintable() or " " in key for key in self.api_keys):
+            raise ConfigError("an API key contains spaces or control characters", fix="use keys of visible characters")
+        if self.max_documents > self.queue.max_queue_pairs:
+            raise ConfigError(
+                f"max_documents ({self.max_documents}) is more than max_queue_pairs ({self.queue.max_queue_pairs}):"
+                " the largest allowed request could never be queued behind another",
+                fix="raise --max-queue-pairs or lower --max-documents",
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, api_keys: tuple[str, ...] = ()) -> ServerOptions:
+        """Options from ``CROSSRANK_*`` settings; ``api_keys`` (from flags) are added to ``CROSSRANK_API_KEY``'s."""
+        return cls(
+            model_name=settings.served_model_name or settings.model,
+            api_keys=(*_split(settings.api_key), *api_keys),
+            queue=QueueOptions(
+                max_wait_ms=settings.max_wait_ms,
+                max_queue_pairs=settings.max_queue_pairs,
+                max_batch_requests=settings.max_batch_requests,
+            ),
+            max_documents=settings.max_documents,
+            max_document_chars=settings.max_document_chars,
+            max_query_chars=settings.max_query_chars,
+            max_body_bytes=settings.max_body_bytes,
+            slow_ms=settings.slow_ms,
+            cors_origins=_split(settings.cors_origins),
+        )

@@ -1,0 +1,151 @@
+"""Wire models of the rerank dialects: Cohere v2, Cohere v1 + Jina (``/v1/rerank``), TEI + vLLM (``/rerank``).
+
+Field names, types and defaults follow each upstream API (see PEERS.md). Unknown fields are
+ignored, so clients that send more (Cohere's ``priority``, vLLM's ``truncate_prompt_tokens``)
+keep working. Responses leave absent optional fields out rather than sending ``null``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+__all__ = [
+    "CohereV2Request",
+    "CohereV2Response",
+    "DocumentObject",
+    "RerankV1Request",
+    "RerankV1Response",
+    "TeiRank",
+    "TeiRerankRequest",
+]
+
+TopN = Annotated[int | None, Field(ge=0, description="Keep the best N results; absent or 0: all.")]
+MinScore = Annotated[
+    float | None,
+    Field(ge=0, le=1, description="crossrank extension: drop results whose relevance_score is below this."),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class DocumentObject(BaseModel):
+    """A document given as an object: ``text`` (Cohere v1, Jina), other fields kept (Cohere v1 echoes them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: StrictStr | None = None
+    image: StrictStr | None = None
+
+
+Document = StrictStr | DocumentObject
+
+
+class CohereV2Request(_Request):
+    """``POST /v2/rerank`` (Cohere v2). ``model`` is accepted and ignored: this server runs one model."""
+
+    model: StrictStr | None = None
+    query: StrictStr
+    documents: list[Document]
+    top_n: TopN = None
+    max_tokens_per_doc: int | None = Field(default=None, ge=1, description="Cohere's default: 4096.")
+    min_score: MinScore = None
+
+
+class RerankV1Request(_Request):
+    """``POST /v1/rerank``: Cohere v1 (documents as strings or objects, ``rank_fields``) and Jina."""
+
+    model: StrictStr | None = None
+    query: StrictStr
+    documents: list[Document]
+    top_n: TopN = None
+    return_documents: bool = Field(
+        default=True, description="Echo each document (Jina's default; Cohere v1 clients ignore the extra field)."
+    )
+    rank_fields: list[StrictStr] | None = Field(
+        default=None, description="Cohere v1: which fields of object documents to rank on, in order."
+    )
+    max_chunks_per_doc: int | None = Field(default=None, ge=1)
+    min_score: MinScore = None
+
+
+class TeiRerankRequest(_Request):
+    """``POST /rerank``: text-embeddings-inference (``texts``) or vLLM/Infinity (``documents``)."""
+
+    query: StrictStr
+    texts: list[StrictStr] | None = Field(default=None, description="TEI: the candidates (answer: a bare list).")
+    documents: list[Document] | None = Field(
+        default=None, description="vLLM/Infinity: the candidates (answer: an object like /v1/rerank's)."
+    )
+    raw_scores: bool = Field(default=False, description="TEI: raw logits instead of sigmoid scores.")
+    return_text: bool = False
+    truncate: bool | None = Field(default=None, description="TEI: false refuses pairs longer than max_length.")
+    truncation_direction: Literal["right", "left", "Right", "Left"] = "right"
+    model: StrictStr | None = None
+    top_n: TopN = None
+    min_score: MinScore = None
+
+    @model_validator(mode="after")
+    def _one_list(self) -> TeiRerankRequest:
+        if (self.texts is None) == (self.documents is None):
+            raise ValueError("send the candidates in exactly one of `texts` (TEI) or `documents` (vLLM)")
+        return self
+
+
+class ApiVersion(BaseModel):
+    version: str
+    is_deprecated: bool = False
+    is_experimental: bool = False
+
+
+class BilledUnits(BaseModel):
+    search_units: int
+
+
+class Meta(BaseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+
+
+class CohereV2Result(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class CohereV2Response(BaseModel):
+    id: str
+    results: list[CohereV2Result]
+    meta: Meta
+
+
+class EchoedDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    text: str | None = None
+
+
+class RerankV1Result(BaseModel):
+    index: int
+    relevance_score: float
+    document: EchoedDocument | None = None
+
+
+class TokenUsage(BaseModel):
+    total_tokens: int
+
+
+class RerankV1Response(BaseModel):
+    id: str
+    model: str
+    usage: TokenUsage
+    results: list[RerankV1Result]
+    meta: Meta
+
+
+class TeiRank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None

@@ -1,0 +1,46 @@
+"""``POST /rerank``: text-embeddings-inference's body (``texts``) or vLLM's and Infinity's (``documents``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from crossrank.server.cohere import document_texts, v1_response
+from crossrank.server.errors import EmptyTextsError
+from crossrank.server.schemas import RerankV1Response, TeiRank, TeiRerankRequest
+from crossrank.server.service import RerankCall, RerankService, get_service
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["rerank"])
+Service = Annotated[RerankService, Depends(get_service)]
+
+
+@router.post(
+    "/rerank",
+    response_model=list[TeiRank] | RerankV1Response,
+    response_model_exclude_none=True,
+)
+async def rerank(
+    body: TeiRerankRequest, request: Request, response: Response, service: Service
+) -> list[TeiRank] | RerankV1Response:
+    """Rerank with TEI's body (answer: a list of ``{index, score, text?}`` by score) or vLLM's (answer: an object)."""
+    top_n = body.top_n or None
+    if body.texts is None:
+        documents = body.documents or []
+        call = RerankCall(query=body.query, documents=document_texts(documents), top_n=top_n, min_score=body.min_score)
+        result = await service.rerank(request, response, call)
+        return v1_response(service.options.model_name, result, documents, echo=True)
+    if not body.texts:
+        raise EmptyTextsError("`texts` cannot be empty")
+    call = RerankCall(query=body.query, documents=body.texts, top_n=top_n, min_score=body.min_score)
+    result = await service.rerank(request, response, call)
+    return [
+        TeiRank(
+            index=r.index,
+            score=r.score if body.raw_scores else r.relevance_score,
+            text=body.texts[r.index] if body.return_text else None,
+        )
+        for r in result.results
+    ]

@@ -1,0 +1,129 @@
+"""The Celery integration with a real redis-server broker and real `crossrank worker` processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import subprocess_env
+from crossrank import Reranker
+from redis_server import RedisServer, running_redis
+
+celery = pytest.importorskip("celery", reason="the celery extra is in the dev extra")
+
+from crossrank.integrations.celery import TASK_NAME, create_celery  # noqa: E402
+from crossrank.settings import Settings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+QUERY = "what is panda?"
+DOCS = ["hi", "The giant panda is a bear native to China.", "Paris is the capital of France."]
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+def _settings(redis: RedisServer) -> Settings:
+    return Settings(celery_broker_url=redis.url(0), celery_result_backend=redis.url(1), celery_visibility_timeout=5)
+
+
+class Worker:
+    def __init__(self, redis: RedisServer, model: Path) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="crossrank-worker-", suffix=".log", delete=False)  # noqa: SIM115
+        env = subprocess_env(CROSSRANK_CELERY_VISIBILITY_TIMEOUT="5", CROSSRANK_DEVICE="cpu")
+        args = ["--broker", redis.url(0), "--backend", redis.url(1), "-m", str(model)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "crossrank", "worker", *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its pool processes die with it
+        )
+
+    def text(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker(redis: RedisServer, english_model_dir: Path) -> Iterator[Worker]:
+    w = Worker(redis, english_model_dir)
+    yield w
+    w.stop()
+
+
+def _received(worker: Worker) -> set[str]:
+    return set(re.findall(r"Task crossrank\.rerank\[([0-9a-f-]+)\] received", worker.text()))
+
+
+def _expected(reranker: Reranker, documents: list[str]) -> list[tuple[int, float]]:
+    return [(r.index, r.score) for r in reranker.rerank(QUERY, documents).results]
+
+
+def test_worker_answers_with_the_librarys_scores(
+    redis: RedisServer, worker: Worker, english_reranker: Reranker
+) -> None:
+    app = create_celery(_settings(redis))
+    pending = [
+        app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": DOCS}),
+        app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": DOCS, "top_n": 1, "return_documents": False}),
+    ]
+    full, top = (p.get(timeout=180) for p in pending)
+    assert [(r["index"], pytest.approx(r["score"], abs=1e-5)) for r in full["results"]] == _expected(
+        english_reranker, DOCS
+    )
+    assert full["results"][0]["document"] == DOCS[1]
+    assert 0 <= full["results"][0]["relevance_score"] <= 1
+    assert full["usage"]["total_tokens"] > 0
+    assert [r["index"] for r in top["results"]] == [1]
+    assert "document" not in top["results"][0]
+    bad = app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": "not a list"})
+    with pytest.raises(Exception, match="documents must be a list"):
+        bad.get(timeout=60)
+    assert worker.text().count("loading") == 1  # one model per worker process, loaded once
+
+
+def test_a_killed_worker_loses_no_accepted_task(
+    redis: RedisServer, english_model_dir: Path, english_reranker: Reranker
+) -> None:
+    app = create_celery(_settings(redis))
+    documents = [f"{d} " * 40 for d in DOCS] * 10
+    first = Worker(redis, english_model_dir)
+    try:
+        pending = [app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": documents}) for _ in range(6)]
+        pending[0].get(timeout=180)  # the worker is up and working through the queue
+        first.kill()  # SIGKILL: the task it holds was never acknowledged
+    finally:
+        first.stop()
+    second = Worker(redis, english_model_dir)
+    try:
+        results = [p.get(timeout=180) for p in pending]
+    finally:
+        second.stop()
+    # A task the killed worker had taken was handed out again and finished by the second one.
+    assert _received(first) & _received(second)
+    expected = _expected(english_reranker, documents)
+    for result in results:
+        assert [(r["index"], pytest.approx(r["score"], abs=1e-5)) for r in result["results"]] == expected

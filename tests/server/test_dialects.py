@@ -1,0 +1,192 @@
+"""Each dialect's request and response shapes against the real server (the shared English model)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crossrank import Reranker
+from server_process import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+QUERY = "what is panda?"
+DOCS = ["hi", "The giant panda is a bear native to China.", "Pandas is a Python library.", "hi"]
+
+
+@pytest.fixture
+def server(open_server: ServerProcess) -> ServerProcess:
+    return open_server
+
+
+@pytest.fixture(scope="module")
+def expected(english_reranker: Reranker) -> dict[int, float]:
+    """The library's relevance scores for DOCS, by index."""
+    return {r.index: r.relevance_score for r in english_reranker.rerank(QUERY, DOCS).results}
+
+
+def post(server: ServerProcess, path: str, body: object) -> httpx.Response:
+    return httpx.post(server.url + path, json=body, timeout=30)
+
+
+def test_cohere_v2_shape_and_scores(server: ServerProcess, expected: dict[int, float]) -> None:
+    r = post(server, "/v2/rerank", {"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "priority": 0})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"id", "results", "meta"}
+    assert body["meta"] == {
+        "api_version": {"version": "2", "is_deprecated": False, "is_experimental": False},
+        "billed_units": {"search_units": 1},
+    }
+    results = body["results"]
+    assert [set(x) for x in results] == [{"index", "relevance_score"}] * 4
+    assert sorted(x["index"] for x in results) == [0, 1, 2, 3]
+    for item in results:
+        assert item["relevance_score"] == pytest.approx(expected[item["index"]], abs=1e-5)
+    scores = [x["relevance_score"] for x in results]
+    assert scores == sorted(scores, reverse=True)
+    # The duplicated "hi" ties: the earlier index comes first.
+    his = [x["index"] for x in results if x["index"] in (0, 3)]
+    assert his == [0, 3]
+    assert results[0]["index"] == 1
+    for header in ("x-queue-time", "x-inference-time", "x-total-time", "x-compute-tokens"):
+        assert int(r.headers[header]) >= 0
+
+
+def test_cohere_v2_top_n_and_min_score(server: ServerProcess, expected: dict[int, float]) -> None:
+    top = post(server, "/v2/rerank", {"model": "m", "query": QUERY, "documents": DOCS, "top_n": 2}).json()["results"]
+    assert [x["index"] for x in top] == [1, sorted(expected, key=lambda i: (-expected[i], i))[1]]
+    threshold = (expected[1] + expected[2]) / 2
+    kept = post(server, "/v2/rerank", {"query": QUERY, "documents": DOCS, "min_score": threshold}).json()["results"]
+    assert [x["index"] for x in kept] == [1]
+    everything = post(server, "/v2/rerank", {"query": QUERY, "documents": DOCS, "top_n": 0}).json()["results"]
+    assert len(everything) == 4  # vLLM's convention: 0 means all
+
+
+def test_cohere_v1_documents_as_objects_and_rank_fields(server: ServerProcess) -> None:
+    docs = [{"text": "hi", "id": "a"}, "The giant panda is a bear native to China.", {"title": "Pandas", "body": "x"}]
+    r = post(server, "/v1/rerank", {"query": QUERY, "documents": docs[:2], "return_documents": True})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"id", "model", "usage", "results", "meta"}
+    assert body["model"] == "minilm"
+    assert body["usage"]["total_tokens"] > 0
+    assert body["meta"]["api_version"]["version"] == "1"
+    by_index = {x["index"]: x for x in body["results"]}
+    assert by_index[0]["document"] == {"text": "hi", "id": "a"}  # extra fields echoed as Cohere v1 does
+    assert by_index[1]["document"] == {"text": docs[1]}
+    ranked = post(
+        server, "/v1/rerank", {"query": "pandas library", "documents": docs, "rank_fields": ["title", "text"]}
+    )
+    assert ranked.status_code == 200
+    assert len(ranked.json()["results"]) == 3
+
+
+def test_v1_return_documents_false_omits_the_key(server: ServerProcess) -> None:
+    body = post(server, "/v1/rerank", {"query": QUERY, "documents": DOCS, "return_documents": False}).json()
+    assert all(set(x) == {"index", "relevance_score"} for x in body["results"])
+
+
+def test_jina_shape(server: ServerProcess, expected: dict[int, float]) -> None:
+    body = post(
+        server,
+        "/v1/rerank",
+        {"model": "jina-reranker-v2-base-multilingual", "query": QUERY, "documents": DOCS, "top_n": 3},
+    ).json()
+    assert len(body["results"]) == 3
+    first = body["results"][0]
+    assert first["index"] == 1
+    assert first["document"] == {"text": DOCS[1]}  # Jina clients read document.text without asking
+    assert first["relevance_score"] == pytest.approx(expected[1], abs=1e-5)
+    assert isinstance(body["usage"]["total_tokens"], int)
+
+
+def test_tei_shape(server: ServerProcess, expected: dict[int, float]) -> None:
+    r = post(server, "/rerank", {"query": QUERY, "texts": DOCS})
+    assert r.status_code == 200
+    body = r.json()
+    assert isinstance(body, list)
+    assert all(set(x) == {"index", "score"} for x in body)  # no "text": null when not asked
+    assert body[0]["index"] == 1
+    for item in body:
+        assert item["score"] == pytest.approx(expected[item["index"]], abs=1e-5)
+    raw = post(server, "/rerank", {"query": QUERY, "texts": DOCS, "raw_scores": True, "return_text": True}).json()
+    for item in raw:
+        p = expected[item["index"]]
+        assert item["score"] == pytest.approx(math.log(p / (1 - p)), abs=1e-3)
+        assert item["text"] == DOCS[item["index"]]
+
+
+def test_vllm_body_on_rerank(server: ServerProcess) -> None:
+    body = post(server, "/rerank", {"model": "BAAI/bge-reranker-v2-m3", "query": QUERY, "documents": DOCS, "top_n": 0})
+    assert body.status_code == 200
+    payload = body.json()
+    assert set(payload) >= {"id", "model", "usage", "results"}
+    assert len(payload["results"]) == 4
+    assert payload["results"][0]["document"]["text"] == DOCS[1]
+
+
+def test_empty_documents(server: ServerProcess) -> None:
+    assert post(server, "/v2/rerank", {"query": QUERY, "documents": []}).json()["results"] == []
+    tei = post(server, "/rerank", {"query": QUERY, "texts": []})
+    assert tei.status_code == 400
+    assert tei.json() == {"error": "`texts` cannot be empty", "error_type": "empty"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v2/rerank", {"query": 5, "documents": ["a"]}, "query"),
+        ("/v2/rerank", {"query": "q", "documents": "a"}, "documents"),
+        ("/v2/rerank", {"query": "q", "documents": ["a", 3]}, "documents.1"),
+        ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": -1}, "top_n"),
+        ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": "many"}, "top_n"),
+        ("/v2/rerank", {"query": "q", "documents": ["a"], "min_score": 2}, "min_score"),
+        ("/v2/rerank", {"documents": ["a"]}, "query"),
+        ("/v1/rerank", {"query": "q", "documents": [{"image": "http://x/y.png"}]}, "documents[0]"),
+        ("/v1/rerank", {"query": "q", "documents": [{"title": "t"}]}, "documents[0].text"),
+        ("/rerank", {"query": "q", "texts": ["a"], "documents": ["b"]}, "exactly one"),
+        ("/rerank", {"query": "q", "texts": [None]}, "texts.0"),
+        ("/rerank", {"query": "q", "texts": ["a"], "truncation_direction": "middle"}, "truncation_direction"),
+    ],
+)
+def test_wrong_types_are_422_naming_the_field(server: ServerProcess, path: str, body: object, field: str) -> None:
+    r = post(server, path, body)
+    assert r.status_code == 422, r.text
+    message = r.json()["message" if path.startswith("/v") else "error"]
+    assert field in message
+
+
+@pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank", "/rerank"])
+def test_malformed_json_is_400_in_the_dialects_shape(server: ServerProcess, path: str) -> None:
+    for payload in (b'{"query": "q", "documents": [', b"\xff\xfe", b"[1, 2]", b"null"):
+        r = httpx.post(server.url + path, content=payload, headers={"content-type": "application/json"}, timeout=10)
+        assert 400 <= r.status_code < 500, (payload, r.status_code, r.text)
+        body = r.json()
+        assert ("message" in body) if path.startswith("/v") else ("error" in body and "error_type" in body)
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_unknown_route_and_method(server: ServerProcess) -> None:
+    assert httpx.get(server.url + "/v2/rerank").status_code == 405
+    missing = httpx.post(server.url + "/nope", json={})
+    assert missing.status_code == 404
+    assert "error" in missing.json()
+
+
+def test_ops_routes(server: ServerProcess, english_model_dir: Path) -> None:
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    assert httpx.get(server.url + "/ready").json() == {"status": "ready"}
+    info = httpx.get(server.url + "/info").json()
+    assert info["model_id"] == "minilm"
+    assert info["device"] == "cpu"
+    assert info["dtype"] == "float32"
+    assert info["max_length"] == 512
+    assert info["limits"]["max_documents"] == 1000
+    assert info["model_path"] == str(english_model_dir)
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert {"/v2/rerank", "/v1/rerank", "/rerank", "/health", "/ready", "/info", "/metrics"} <= set(spec["paths"])
+    assert httpx.get(server.url + "/docs").status_code == 200

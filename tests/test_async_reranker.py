@@ -1,0 +1,174 @@
+"""AsyncReranker and its MicroBatcher in-process: coalescing, bounds, cancellation, fault isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from crossrank import AsyncReranker, InferenceError, OverloadedError, Reranker
+from crossrank.backends.base import Backend, EncodedBatch
+from crossrank.engine.batcher import BatchStats, MicroBatcher, QueueOptions
+from crossrank.engine.scorer import Scorer, ScoreRequest
+from crossrank.errors import ConfigError
+
+
+class GatedBackend:
+    """The real backend behind a gate the test opens (to hold the worker busy), and a poison token that
+    makes a forward pass raise (fault injection: a backend failing mid-batch)."""
+
+    def __init__(self, inner: Backend, poison: int | None = None) -> None:
+        self.inner, self.poison = inner, poison
+        self.name, self.device, self.dtype = inner.name, inner.device, inner.dtype
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.batches: list[int] = []
+
+    def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
+        self.entered.set()
+        self.gate.wait(30)
+        if self.poison is not None and (batch.input_ids == self.poison).any():
+            raise RuntimeError("fault injected for this batch")
+        self.batches.append(batch.size)
+        return self.inner.forward(batch)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def gated(english_reranker: Reranker) -> Iterator[tuple[MicroBatcher, GatedBackend]]:
+    backend = GatedBackend(english_reranker.scorer.backend)
+    batcher = MicroBatcher(
+        Scorer(english_reranker.scorer.tokenizer, backend),
+        english_reranker.batching,
+        QueueOptions(max_wait_ms=50, max_queue_pairs=40),
+    )
+    batcher.start()
+    yield batcher, backend
+    backend.gate.set()
+    batcher.close()
+
+
+def _request(reranker: Reranker, query: str, documents: list[str]) -> ScoreRequest:
+    return reranker.prepare(query, documents)
+
+
+def test_concurrent_calls_share_forward_passes_and_match_the_sync_scores(english_reranker: Reranker) -> None:
+    cases = [(f"question {i} about pandas", [f"pandas eat bamboo {j}" * (1 + j) for j in range(3)]) for i in range(20)]
+    passes: list[BatchStats] = []
+
+    async def run() -> list[object]:
+        rr = AsyncReranker(english_reranker, QueueOptions(max_wait_ms=50), on_batch=passes.append)
+        rr.start()
+        try:
+            return await asyncio.gather(*(rr.rerank(q, d) for q, d in cases))
+        finally:
+            rr.batcher.close()  # the session's reranker stays open
+
+    results = asyncio.run(run())
+    for (query, documents), result in zip(cases, results, strict=True):
+        expected = english_reranker.rerank(query, documents)
+        assert [r.index for r in result.results] == [r.index for r in expected.results]  # type: ignore[attr-defined]
+        for got, want in zip(result.results, expected.results, strict=True):  # type: ignore[attr-defined]
+            assert got.score == pytest.approx(want.score, abs=1e-4)
+        assert result.timing is not None and result.timing.queue_seconds >= 0  # type: ignore[attr-defined]
+    assert sum(p.pairs for p in passes) == 60
+    assert len(passes) < 20  # twenty requests, fewer forward passes
+
+
+def test_a_full_queue_raises_overloaded_with_a_retry_estimate(
+    gated: tuple[MicroBatcher, GatedBackend], english_reranker: Reranker
+) -> None:
+    batcher, backend = gated
+    backend.gate.clear()
+
+    async def run() -> None:
+        first = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["a"] * 5)))
+        await asyncio.to_thread(backend.entered.wait, 10)  # the worker holds the first request
+        queued = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["b"] * 30)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(OverloadedError) as refused:
+            await batcher.submit(_request(english_reranker, "q", ["c"] * 20))  # 30 + 20 > 40
+        assert refused.value.retry_after >= 1
+        assert batcher.queued_pairs == 30
+        backend.gate.set()
+        assert len((await first).scored.logits) == 5
+        assert len((await queued).scored.logits) == 30
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_caller_is_dropped_before_the_model_sees_it(
+    gated: tuple[MicroBatcher, GatedBackend], english_reranker: Reranker
+) -> None:
+    batcher, backend = gated
+    backend.gate.clear()
+
+    async def run() -> None:
+        first = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["a"] * 3)))
+        await asyncio.to_thread(backend.entered.wait, 10)
+        gone = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["b"] * 7)))
+        await asyncio.sleep(0.05)
+        assert batcher.queued_pairs == 7
+        gone.cancel()
+        await asyncio.sleep(0.05)
+        assert batcher.queued_pairs == 0
+        backend.gate.set()
+        await first
+        after = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["c"] * 2)))
+        await after
+
+    asyncio.run(run())
+    assert backend.batches == [3, 2]  # the 7 cancelled pairs never ran
+
+
+def test_a_failing_request_fails_alone(english_reranker: Reranker) -> None:
+    tokenizer = english_reranker.scorer.tokenizer
+    poison = tokenizer.encode_documents(["zebra"])[0].ids[0]
+    backend = GatedBackend(english_reranker.scorer.backend, poison=poison)
+    batcher = MicroBatcher(Scorer(tokenizer, backend), english_reranker.batching, QueueOptions(max_wait_ms=100))
+    batcher.start()
+
+    async def run() -> list[object]:
+        calls = [
+            batcher.submit(_request(english_reranker, "good one", ["pandas", "bears"])),
+            batcher.submit(_request(english_reranker, "bad one", ["zebra"])),
+            batcher.submit(_request(english_reranker, "good two", ["cats"])),
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        good, bad, other = asyncio.run(run())
+    finally:
+        batcher.close()
+    assert isinstance(bad, InferenceError) and "fault injected" in str(bad)
+    assert len(good.scored.logits) == 2  # type: ignore[attr-defined]
+    assert len(other.scored.logits) == 1  # type: ignore[attr-defined]
+    assert batcher.alive is False
+
+
+def test_closed_batcher_refuses_new_work(english_reranker: Reranker) -> None:
+    batcher = MicroBatcher(english_reranker.scorer, english_reranker.batching, QueueOptions())
+    batcher.start()
+    batcher.close()
+
+    async def run() -> None:
+        with pytest.raises(InferenceError, match="not running"):
+            await batcher.submit(_request(english_reranker, "q", ["d"]))
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_wait_ms": -1}, {"max_queue_pairs": 0}, {"max_batch_requests": 0}, {"max_cycle_pairs": 0}],
+)
+def test_queue_options_are_validated(options: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        QueueOptions(**options)  # type: ignore[arg-type]
