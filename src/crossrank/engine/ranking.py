@@ -8,15 +8,24 @@ import numpy as np
 import numpy.typing as npt
 
 from crossrank.engine.scorer import sigmoid
-from crossrank.types import ScoredDocument
+from crossrank.types import ScoredDocument, Span
 
 __all__ = ["rank"]
 
 
 def rank(
-    logits: npt.NDArray[np.float32], documents: Sequence[str], *, top_n: int | None, return_documents: bool
+    logits: npt.NDArray[np.float32],
+    documents: Sequence[str],
+    *,
+    top_n: int | None,
+    return_documents: bool,
+    spans: npt.NDArray[np.int64] | None = None,
+    chunks: npt.NDArray[np.int32] | None = None,
 ) -> list[ScoredDocument]:
-    """Documents by descending logit; equal logits keep the caller's order (stable sort)."""
+    """Documents by descending logit; equal logits keep the caller's order (stable sort).
+
+    ``spans`` and ``chunks`` (from ``ScoredRequest``) give each document its evidence span and window count.
+    """
     relevance = sigmoid(logits)
     order = sorted(range(len(documents)), key=lambda i: -float(logits[i]))[:top_n]
     return [
@@ -25,6 +34,8 @@ def rank(
             score=float(logits[i]),
             relevance_score=float(relevance[i]),
             document=documents[i] if return_documents else None,
+            span=None if spans is None else Span(int(spans[i, 0]), int(spans[i, 1])),
+            chunks=1 if chunks is None else int(chunks[i]),
         )
         for i in order
     ]
