@@ -90,15 +90,15 @@ def window_span(
     ``whole`` (the document was read as one pair, uncut) gives the whole text, leading and
     trailing whitespace included; an empty window gives ``(0, 0)``.
 
-    SentencePiece emits a bare ``▁`` before a symbol it has as its own piece (``▁`` ``😍``), with
-    the symbol's offsets. When such a ``▁`` ends the window and the symbol opens the next one, the
-    symbol was not read here, so the span stops before it.
+    SentencePiece emits a bare ``▁`` before a piece that has no word-start form (``▁`` ``😍``,
+    ``▁`` ``美元``), with offsets that start where that piece starts. When such a ``▁`` ends the
+    window and its piece opens the next one, the piece was not read here, so the span stops before it.
     """
     if whole:
         return 0, text_length
     if end <= start:
         return 0, 0
     first, last = offsets[start][0], offsets[end - 1]
-    if end < len(offsets) and offsets[end] == last:
+    if end < len(offsets) and offsets[end][0] == last[0]:
         return first, max(first, last[0])
     return first, last[1]

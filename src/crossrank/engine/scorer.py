@@ -128,7 +128,7 @@ class _Request:
             return InputTooLongError(
                 field, tokens, truncation.max_tokens_per_doc, reason="allowed by max_tokens_per_doc", fix=fix
             )
-        if self.max_windows == 1:
+        if self.request.chunking.aggregation.kind == "first":
             return InputTooLongError(
                 field,
                 tokens,
