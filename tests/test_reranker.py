@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossrank import ConfigError, InputError, Reranker, RerankResult, ScoredDocument
+from crossrank import ConfigError, InputError, Reranker, RerankResult, ScoredDocument, TruncationWarning
 from crossrank.tools.demo import DEMO_CASES
 
 KEYWORD_TRAPS = [
@@ -89,11 +89,16 @@ def test_truncation_is_reported(english_reranker: Reranker, english_model_dir: P
     query, documents = "pandas", ["panda " * 1000, "short"]
     query_tokens = len(hf(query, add_special_tokens=False)["input_ids"])
     document_tokens = [len(hf(d, add_special_tokens=False)["input_ids"]) for d in documents]
-    result = english_reranker.rerank(query, documents)
+    # aggregate="first" is plain truncation (the default, "max", reads long documents in windows).
+    result = english_reranker.rerank(query, documents, aggregate="first")
     assert result.usage.truncated_documents == 1
     assert result.usage.truncated_tokens == document_tokens[0] - (512 - 3 - query_tokens)
     assert result.usage.total_tokens == 512 + (3 + query_tokens + document_tokens[1])
-    long_query = english_reranker.rerank("panda " * 1000, ["short"])
+    assert result.usage.chunks == 2 and result.usage.chunked_documents == 0
+    windowed = english_reranker.rerank(query, documents)
+    assert windowed.usage.truncated_documents == 0 and windowed.usage.chunked_documents == 1
+    with pytest.warns(TruncationWarning, match="cut to 384 tokens"):
+        long_query = english_reranker.rerank("panda " * 1000, ["short"])
     assert long_query.usage.truncated_queries == 1
 
 
@@ -109,7 +114,7 @@ def test_compute_score_semantics(english_reranker: Reranker) -> None:
 
 def test_per_call_max_length(english_reranker: Reranker) -> None:
     long_document = "Berlin has a population of 3.5 million. " + "filler words " * 300
-    short = english_reranker.rerank("berlin population", [long_document], max_length=32)
+    short = english_reranker.rerank("berlin population", [long_document], max_length=32, aggregate="first")
     assert short.usage.total_tokens == 32
     with pytest.raises(ConfigError, match="more than"):
         english_reranker.rerank("q", ["d"], max_length=4096)

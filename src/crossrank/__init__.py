@@ -7,6 +7,7 @@
 from crossrank._version import __version__ as __version__
 from crossrank.async_reranker import AsyncReranker as AsyncReranker
 from crossrank.config import BatchingOptions as BatchingOptions
+from crossrank.config import ChunkingOptions as ChunkingOptions
 from crossrank.config import ModelSpec as ModelSpec
 from crossrank.config import RuntimeOptions as RuntimeOptions
 from crossrank.config import TruncationOptions as TruncationOptions
@@ -16,15 +17,18 @@ from crossrank.errors import ConfigError as ConfigError
 from crossrank.errors import CrossrankError as CrossrankError
 from crossrank.errors import InferenceError as InferenceError
 from crossrank.errors import InputError as InputError
+from crossrank.errors import InputTooLongError as InputTooLongError
 from crossrank.errors import IntegrityError as IntegrityError
 from crossrank.errors import LimitExceededError as LimitExceededError
 from crossrank.errors import ModelError as ModelError
 from crossrank.errors import ModelNotFoundError as ModelNotFoundError
 from crossrank.errors import OverloadedError as OverloadedError
+from crossrank.errors import TruncationWarning as TruncationWarning
 from crossrank.errors import UnsupportedModelError as UnsupportedModelError
 from crossrank.reranker import Reranker as Reranker
 from crossrank.types import RerankResult as RerankResult
 from crossrank.types import ScoredDocument as ScoredDocument
+from crossrank.types import Span as Span
 from crossrank.types import Timing as Timing
 from crossrank.types import Usage as Usage
 
@@ -33,10 +37,12 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "BatchingOptions",
+    "ChunkingOptions",
     "ConfigError",
     "CrossrankError",
     "InferenceError",
     "InputError",
+    "InputTooLongError",
     "IntegrityError",
     "LimitExceededError",
     "ModelError",
@@ -47,8 +53,10 @@ __all__ = [
     "Reranker",
     "RuntimeOptions",
     "ScoredDocument",
+    "Span",
     "Timing",
     "TruncationOptions",
+    "TruncationWarning",
     "UnsupportedModelError",
     "Usage",
     "__version__",

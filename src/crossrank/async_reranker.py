@@ -64,14 +64,17 @@ class AsyncReranker:
         max_length: int | None = None,
         min_score: float | None = None,
         use_cache: bool = True,
+        **options: Any,
     ) -> RerankResult:
         """``Reranker.rerank``, awaited; the result also carries its ``timing``.
+
+        ``options`` are ``Reranker.rerank``'s long-document options (``aggregate``, ``truncate``, ...).
 
         Raises:
             OverloadedError: too much work is queued (retry after ``error.retry_after`` seconds).
         """
         request = self.reranker.prepare(
-            query, documents, top_n=top_n, max_length=max_length, min_score=min_score, use_cache=use_cache
+            query, documents, top_n=top_n, max_length=max_length, min_score=min_score, use_cache=use_cache, **options
         )
         batched: Batched = await self.batcher.submit(request)
         result = self.reranker.finish(

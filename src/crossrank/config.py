@@ -13,10 +13,14 @@ from crossrank.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL",
+    "Aggregation",
     "BatchingOptions",
     "CacheOptions",
+    "ChunkingOptions",
+    "Direction",
     "Dtype",
     "Fallback",
+    "LongQuery",
     "ModelSpec",
     "RuntimeOptions",
     "TruncationOptions",
@@ -26,6 +30,9 @@ DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 Fallback = Literal["none", "cpu"]
+Direction = Literal["right", "left"]
+LongQuery = Literal["truncate", "reject"]
+AggregationKind = Literal["max", "mean", "first", "topk_mean"]
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -117,20 +124,33 @@ class BatchingOptions:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TruncationOptions:
-    """How long pairs are cut (FlagEmbedding's policy).
+    """How long pairs are cut (FlagEmbedding's policy) and when cutting is refused instead.
 
-    The query alone is cut to ``query_max_length`` tokens; then only the document is cut so that
-    ``<special> query <special> document <special>`` fits in ``max_length`` tokens. The query
-    therefore never loses tokens to a long document.
+    The query alone is cut to ``query_max_length`` tokens; then only the document is cut (or split
+    into windows, see ``ChunkingOptions``) so that ``<special> query <special> document <special>``
+    fits in ``max_length`` tokens. The query therefore never loses tokens to a long document.
 
     Attributes:
         max_length: tokens per pair, special tokens included; 512 is the upstream recommendation for
             bge-reranker-v2-m3 (it reads up to 8192).
         query_max_length: the query's cap; ``None`` means ``max_length * 3 // 4`` like FlagEmbedding.
+        direction: which end a cut keeps: ``right`` drops the end of a text (keeps its start),
+            ``left`` drops its start (TEI's ``truncation_direction``).
+        max_tokens_per_doc: a document is cut to this many tokens before it is split into windows
+            (Cohere's ``max_tokens_per_doc``); ``None``: no cap besides ``max_chunks_per_doc``.
+        truncate: ``False`` refuses to drop any token: a query over its cap, a document over
+            ``max_tokens_per_doc`` or needing more windows than allowed raise ``InputTooLongError``
+            (TEI's ``truncate=false``) instead of being cut.
+        long_query: ``truncate`` cuts a query over its cap (counted in ``Usage.truncated_queries``;
+            ``Reranker`` also warns); ``reject`` raises ``InputTooLongError``.
     """
 
     max_length: int = 512
     query_max_length: int | None = None
+    direction: Direction = "right"
+    max_tokens_per_doc: int | None = None
+    truncate: bool = True
+    long_query: LongQuery = "truncate"
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
@@ -140,6 +160,10 @@ class TruncationOptions:
                 f"query_max_length must be between 1 and max_length - 1 ({self.max_length - 1}), "
                 f"got {self.query_max_length}"
             )
+        _check_choice("truncation_direction", self.direction, Direction)
+        _check_choice("long_query", self.long_query, LongQuery)
+        if self.max_tokens_per_doc is not None and self.max_tokens_per_doc < 1:
+            raise ConfigError(f"max_tokens_per_doc must be at least 1, got {self.max_tokens_per_doc}")
 
     @property
     def query_cap(self) -> int:
@@ -183,3 +207,92 @@ class CacheOptions:
     def enabled(self) -> bool:
         """Whether any cache is configured."""
         return self.size > 0 or self.url is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    """How the scores of a document's windows become its score.
+
+    ``max`` (the best window), ``mean`` (all windows), ``first`` (only the first window is scored:
+    plain truncation) or ``topk_mean`` (mean of the ``k`` best windows; ``topk_mean:3`` as text).
+    """
+
+    kind: AggregationKind
+    k: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Aggregation:
+        """``max``, ``mean``, ``first`` or ``topk_mean:K`` (K >= 1) to an ``Aggregation``."""
+        name, _, k = text.strip().partition(":")
+        if name == "topk_mean" and k.isdigit() and int(k) >= 1:
+            return cls("topk_mean", int(k))
+        if not k and name in ("max", "mean", "first"):
+            return cls(name)  # type: ignore[arg-type]  # checked just above
+        raise ConfigError(
+            f"aggregate {text!r} is not one of max, mean, first, topk_mean:K",
+            fix="pass aggregate='max', 'mean', 'first' or e.g. 'topk_mean:3'",
+        )
+
+    def __str__(self) -> str:
+        return f"topk_mean:{self.k}" if self.kind == "topk_mean" else self.kind
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChunkingOptions:
+    """How a document longer than its window is split into overlapping windows and scored.
+
+    A document whose tokens fit beside the query is read whole, as one pair, whatever these say
+    (its score is exactly the unchunked one). A longer one is split into windows of ``chunk_tokens``
+    tokens that overlap by ``overlap_tokens``; each window is scored as a (query, window) pair in
+    the same batches as every other pair, and the window scores are aggregated. The last window is
+    moved back so it is full length (it may then overlap its neighbour by more).
+
+    Attributes:
+        aggregate: ``max`` (default), ``mean``, ``first`` (= plain truncation) or ``topk_mean:K``.
+        chunk_tokens: document tokens per window; ``None`` (or more than fits) means all the room
+            that ``max_length`` leaves after the query and special tokens.
+        overlap_tokens: tokens shared by neighbouring windows; ``None`` means 1/8 of the window.
+            Never more than half the window, so each window moves on.
+        max_chunks_per_doc: windows per document at most, so one huge document cannot starve the
+            others. The text beyond them is dropped (counted as truncated), or raises
+            ``InputTooLongError`` with ``TruncationOptions(truncate=False)``.
+    """
+
+    aggregate: str = "max"
+    chunk_tokens: int | None = None
+    overlap_tokens: int | None = None
+    max_chunks_per_doc: int = 64
+
+    def __post_init__(self) -> None:
+        Aggregation.parse(self.aggregate)
+        if self.chunk_tokens is not None and self.chunk_tokens < 1:
+            raise ConfigError(f"chunk_tokens must be at least 1, got {self.chunk_tokens}")
+        if self.overlap_tokens is not None and self.overlap_tokens < 0:
+            raise ConfigError(f"overlap_tokens must be at least 0, got {self.overlap_tokens}")
+        if (
+            self.chunk_tokens is not None
+            and self.overlap_tokens is not None
+            and self.overlap_tokens > self.chunk_tokens // 2
+        ):
+            raise ConfigError(
+                f"overlap_tokens ({self.overlap_tokens}) must be at most half of chunk_tokens ({self.chunk_tokens})"
+            )
+        if self.max_chunks_per_doc < 1:
+            raise ConfigError(f"max_chunks_per_doc must be at least 1, got {self.max_chunks_per_doc}")
+
+    @property
+    def aggregation(self) -> Aggregation:
+        """``aggregate`` parsed."""
+        return Aggregation.parse(self.aggregate)
+
+    def window(self, room: int) -> tuple[int, int]:
+        """Window size and overlap in tokens, given the ``room`` a pair leaves for the document."""
+        size = room if self.chunk_tokens is None else min(self.chunk_tokens, room)
+        overlap = size // 8 if self.overlap_tokens is None else self.overlap_tokens
+        return size, min(overlap, size // 2)
+
+
+def _check_choice(name: str, value: str, choices: object) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}", fix=f"pass {name}={allowed[0]!r}")

@@ -7,6 +7,7 @@ The tree::
     ├── InputError                  bad query/documents (the server answers 4xx)
     │   ├── DataFormatError         a malformed line in an evaluation data file (names file and line)
     │   └── LimitExceededError      a request over a configured size limit (the server answers 413)
+    │   └── InputTooLongError       a query or document over its token limit where cutting is refused
     ├── ModelError
     │   ├── ModelNotFoundError      no such local folder, not cached, not on the hub
     │   ├── IntegrityError          files present but broken (missing parts, unreadable)
@@ -21,6 +22,8 @@ The tree::
 
 Every error renders as ``message`` followed by ``Fix: ...`` when a fix is known, so the
 CLI and the server can show one text and users never need the traceback.
+
+``TruncationWarning`` (a ``UserWarning``, not an error) is issued when a query is cut to its cap.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ __all__ = [
     "IncompleteModelError",
     "InferenceError",
     "InputError",
+    "InputTooLongError",
     "IntegrityError",
     "LimitExceededError",
     "ModelError",
     "ModelNotFoundError",
     "OverloadedError",
+    "TruncationWarning",
     "UnsupportedModelError",
     "WeightsFormatError",
 ]
@@ -83,6 +88,26 @@ class LimitExceededError(InputError):
         self.field = field
         self.value = value
         self.limit = limit
+
+
+class InputTooLongError(InputError):
+    """A query or document has more tokens than its limit and cutting it was refused.
+
+    Attributes:
+        field: what is too long: ``query`` or ``documents[i]`` (the index in the caller's list).
+        tokens: its length in the model's tokens.
+        limit: the most tokens that could be read (the server answers 413 with both).
+    """
+
+    def __init__(self, field: str, tokens: int, limit: int, *, reason: str, fix: str | None = None) -> None:
+        super().__init__(f"{field} has {tokens} tokens, more than the {limit} {reason}", fix=fix)
+        self.field = field
+        self.tokens = tokens
+        self.limit = limit
+
+
+class TruncationWarning(UserWarning):
+    """Text was cut to fit a limit (a query over its cap); the result reads less than was sent."""
 
 
 class ModelError(CrossrankError):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from types import TracebackType
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -14,15 +15,18 @@ from crossrank.config import (
     DEFAULT_MODEL,
     BatchingOptions,
     CacheOptions,
+    ChunkingOptions,
+    Direction,
     Dtype,
     Fallback,
+    LongQuery,
     ModelSpec,
     RuntimeOptions,
     TruncationOptions,
 )
 from crossrank.engine.ranking import rank
 from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest, sigmoid
-from crossrank.errors import InputError
+from crossrank.errors import InputError, TruncationWarning
 from crossrank.loader import LoadedModel, check_max_length, load_model
 from crossrank.models.info import ModelInfo
 from crossrank.types import RerankResult
@@ -86,6 +90,15 @@ class Reranker:
         cache_url: ``redis://...`` to keep the result cache in Redis, shared between processes.
         cache_ttl: seconds a Redis cache entry lives.
         cache_prefix: prefix of the Redis keys.
+        aggregate: how a document longer than one pair is scored: ``max`` (its best window),
+            ``mean``, ``topk_mean:K`` or ``first`` (plain truncation, FlagEmbedding's behaviour).
+        chunk_tokens: document tokens per window (default: all the room beside the query).
+        overlap_tokens: tokens shared by neighbouring windows (default: 1/8 of the window).
+        max_chunks_per_doc: windows per document at most; the rest is cut (or refused, see ``truncate``).
+        max_tokens_per_doc: cut every document to this many tokens before windowing (Cohere's option).
+        truncation_direction: ``right`` cuts the end of a text, ``left`` its start.
+        truncate: ``False`` raises ``InputTooLongError`` instead of dropping any query or document token.
+        long_query: ``truncate`` (cut a query over its cap, with a ``TruncationWarning``) or ``reject``.
     """
 
     def __init__(
@@ -110,8 +123,29 @@ class Reranker:
         cache_url: str | None = None,
         cache_ttl: int | None = None,
         cache_prefix: str = "crossrank:",
+        aggregate: str = "max",
+        chunk_tokens: int | None = None,
+        overlap_tokens: int | None = None,
+        max_chunks_per_doc: int = 64,
+        max_tokens_per_doc: int | None = None,
+        truncation_direction: Direction = "right",
+        truncate: bool = True,
+        long_query: LongQuery = "truncate",
     ) -> None:
-        self.truncation = TruncationOptions(max_length=max_length, query_max_length=query_max_length)
+        self.truncation = TruncationOptions(
+            max_length=max_length,
+            query_max_length=query_max_length,
+            direction=truncation_direction,
+            max_tokens_per_doc=max_tokens_per_doc,
+            truncate=truncate,
+            long_query=long_query,
+        )
+        self.chunking = ChunkingOptions(
+            aggregate=aggregate,
+            chunk_tokens=chunk_tokens,
+            overlap_tokens=overlap_tokens,
+            max_chunks_per_doc=max_chunks_per_doc,
+        )
         self.batching = BatchingOptions(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
         spec = ModelSpec(
             name_or_path=model,
@@ -160,15 +194,30 @@ class Reranker:
         """Share of ``text``'s tokens the model's vocabulary cannot represent (1.0: it cannot read it)."""
         return self._loaded.scorer.tokenizer.unknown_fraction(text)
 
-    def _truncation(self, max_length: int | None, query_max_length: int | None) -> TruncationOptions:
-        if max_length is None and query_max_length is None:
+    def _truncation(self, max_length: int | None, query_max_length: int | None, **overrides: Any) -> TruncationOptions:
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if max_length is not None or query_max_length is not None:
+            # A new max_length takes the query cap that goes with it unless one is given.
+            changes.update(max_length=max_length or self.truncation.max_length, query_max_length=query_max_length)
+        if not changes:
             return self.truncation
-        truncation = TruncationOptions(
-            max_length=self.truncation.max_length if max_length is None else max_length,
-            query_max_length=query_max_length,
-        )
+        truncation = dataclasses.replace(self.truncation, **changes)
         check_max_length(truncation, self._loaded.info)
         return truncation
+
+    def _chunking(self, **overrides: Any) -> ChunkingOptions:
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self.chunking, **changes) if changes else self.chunking
+
+    def _warn_if_cut(self, request: ScoreRequest, scored: ScoredRequest, stacklevel: int = 3) -> None:
+        if scored.usage.truncated_queries:
+            cap = self._loaded.scorer.tokenizer.query_cap(request.truncation)
+            warnings.warn(
+                f"the query was cut to {cap} tokens (its cap: query_max_length, default 3/4 of max_length); "
+                "pass long_query='reject' to refuse such queries instead",
+                TruncationWarning,
+                stacklevel=stacklevel,
+            )
 
     def _logits(
         self, pairs: object, max_length: int | None, query_max_length: int | None, batch_size: int | None
@@ -183,12 +232,16 @@ class Reranker:
         for i, (query, _) in enumerate(checked):
             positions.setdefault(query, []).append(i)
         requests = [
-            ScoreRequest(query=query, documents=[checked[i][1] for i in where], truncation=truncation)
+            ScoreRequest(
+                query=query, documents=[checked[i][1] for i in where], truncation=truncation, chunking=self.chunking
+            )
             for query, where in positions.items()
         ]
         logits = np.empty(len(checked), dtype=np.float32)
-        for where, scored in zip(positions.values(), self._loaded.scorer.score(requests, batching), strict=True):
+        scored_requests = self._loaded.scorer.score(requests, batching)
+        for where, request, scored in zip(positions.values(), requests, scored_requests, strict=True):
             logits[where] = scored.logits
+            self._warn_if_cut(request, scored, stacklevel=4)
         return logits
 
     def score(
@@ -199,7 +252,7 @@ class Reranker:
         query_max_length: int | None = None,
         batch_size: int | None = None,
     ) -> list[float]:
-        """Raw logits of (query, document) pairs, in the caller's order."""
+        """Raw logits of (query, document) pairs, in the caller's order (long documents per ``aggregate``)."""
         return [float(x) for x in self._logits(pairs, max_length, query_max_length, batch_size)]
 
     @overload
@@ -233,7 +286,9 @@ class Reranker:
     ) -> float | list[float]:
         """FlagEmbedding ``FlagReranker.compute_score``: one pair gives a float, a list of pairs a list.
 
-        Scores are raw logits, or ``sigmoid(logit)`` with ``normalize=True``.
+        Scores are raw logits, or ``sigmoid(logit)`` with ``normalize=True``. A document longer than
+        one pair is scored per the reranker's ``aggregate`` (default ``max`` over windows); build the
+        reranker with ``aggregate="first"`` for FlagEmbedding's plain truncation.
         """
         single = (
             isinstance(sentence_pairs, Sequence)
@@ -254,8 +309,20 @@ class Reranker:
         max_length: int | None = None,
         min_score: float | None = None,
         use_cache: bool = True,
+        aggregate: str | None = None,
+        chunk_tokens: int | None = None,
+        overlap_tokens: int | None = None,
+        max_chunks_per_doc: int | None = None,
+        max_tokens_per_doc: int | None = None,
+        truncation_direction: Direction | None = None,
+        truncate: bool | None = None,
+        long_query: LongQuery | None = None,
     ) -> RerankResult:
         """Order ``documents`` by relevance to ``query`` (highest first; ties keep the caller's order).
+
+        A document that does not fit beside the query in ``max_length`` tokens is split into
+        overlapping windows, each scored with the query; ``aggregate`` makes them one score and each
+        result's ``span`` gives the characters of its best window (``document[span.start:span.end]``).
 
         Args:
             query: the question or search text.
@@ -265,9 +332,28 @@ class Reranker:
             max_length: this call's tokens per pair, instead of the reranker's.
             min_score: drop documents whose ``relevance_score`` is below this (0 to 1).
             use_cache: ``False`` scores afresh even when a result cache is configured.
+            aggregate, chunk_tokens, overlap_tokens, max_chunks_per_doc, max_tokens_per_doc,
+            truncation_direction, truncate, long_query: this call's value of the reranker's option
+                of that name (``None`` keeps the reranker's).
+
+        Raises:
+            InputTooLongError: a text is over its limit and ``truncate=False`` or ``long_query='reject'``.
         """
         request = self.prepare(
-            query, documents, top_n=top_n, max_length=max_length, min_score=min_score, use_cache=use_cache
+            query,
+            documents,
+            top_n=top_n,
+            max_length=max_length,
+            min_score=min_score,
+            use_cache=use_cache,
+            aggregate=aggregate,
+            chunk_tokens=chunk_tokens,
+            overlap_tokens=overlap_tokens,
+            max_chunks_per_doc=max_chunks_per_doc,
+            max_tokens_per_doc=max_tokens_per_doc,
+            truncation_direction=truncation_direction,
+            truncate=truncate,
+            long_query=long_query,
         )
         (scored,) = self._loaded.scorer.score([request], self.batching)
         return self.finish(request, scored, top_n=top_n, return_documents=return_documents, min_score=min_score)
@@ -281,6 +367,14 @@ class Reranker:
         max_length: int | None = None,
         min_score: float | None = None,
         use_cache: bool = True,
+        aggregate: str | None = None,
+        chunk_tokens: int | None = None,
+        overlap_tokens: int | None = None,
+        max_chunks_per_doc: int | None = None,
+        max_tokens_per_doc: int | None = None,
+        truncation_direction: Direction | None = None,
+        truncate: bool | None = None,
+        long_query: LongQuery | None = None,
     ) -> ScoreRequest:
         """Check a rerank call's arguments and turn them into the engine's request (used by ``AsyncReranker``)."""
         query = _check_text(query, "query")
@@ -290,11 +384,27 @@ class Reranker:
         if min_score is not None and (isinstance(min_score, bool) or not 0 <= min_score <= 1):
             raise InputError(f"min_score must be a number between 0 and 1, got {min_score!r}")
         return ScoreRequest(
-            query=query, documents=texts, truncation=self._truncation(max_length, None), use_cache=use_cache
+            query=query,
+            documents=texts,
+            truncation=self._truncation(
+                max_length,
+                None,
+                direction=truncation_direction,
+                max_tokens_per_doc=max_tokens_per_doc,
+                truncate=truncate,
+                long_query=long_query,
+            ),
+            chunking=self._chunking(
+                aggregate=aggregate,
+                chunk_tokens=chunk_tokens,
+                overlap_tokens=overlap_tokens,
+                max_chunks_per_doc=max_chunks_per_doc,
+            ),
+            use_cache=use_cache,
         )
 
-    @staticmethod
     def finish(
+        self,
         request: ScoreRequest,
         scored: ScoredRequest,
         *,
@@ -303,8 +413,15 @@ class Reranker:
         min_score: float | None,
     ) -> RerankResult:
         """Rank a scored request (used by ``AsyncReranker``)."""
+        self._warn_if_cut(request, scored)
         results = rank(
-            scored.logits, request.documents, top_n=top_n, return_documents=return_documents, min_score=min_score
+            scored.logits,
+            request.documents,
+            top_n=top_n,
+            return_documents=return_documents,
+            min_score=min_score,
+            spans=scored.spans,
+            chunks=scored.chunks,
         )
         return RerankResult(results=results, usage=scored.usage)
 

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crossrank.config import DEFAULT_MODEL, Dtype, Fallback
+from crossrank.config import DEFAULT_MODEL, Direction, Dtype, Fallback, LongQuery
 
 __all__ = ["Settings"]
 
@@ -65,6 +65,15 @@ class Settings(BaseSettings):
         default=3600, ge=1, description="seconds before a dead worker's task is re-sent"
     )
     celery_result_expires: int = Field(default=86400, ge=1)
+    # Long documents (README "Long documents"); checked again by ChunkingOptions/TruncationOptions.
+    aggregate: str = "max"
+    chunk_tokens: int | None = Field(default=None, ge=1)
+    overlap_tokens: int | None = Field(default=None, ge=0)
+    max_chunks_per_doc: int = Field(default=64, ge=1)
+    max_tokens_per_doc: int | None = Field(default=None, ge=1)
+    truncation_direction: Direction = "right"
+    truncate: bool = True
+    long_query: LongQuery = "truncate"
 
     def reranker_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``Reranker``; ``overrides`` that are ``None`` keep the setting."""

@@ -5,6 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = ["RerankResult", "ScoredDocument", "Timing", "Usage"]
+__all__ = ["RerankResult", "ScoredDocument", "Span", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Character offsets ``[start, end)`` in a document: ``document[start:end]`` is the text.
+
+    Offsets count Python characters (code points), so they slice the caller's ``str`` directly.
+    """
+
+    start: int
+    end: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,12 +28,18 @@ class ScoredDocument:
         score: the model's raw logit (what ``compute_score`` returns; ranking uses it).
         relevance_score: ``sigmoid(score)`` in [0, 1], computed in float64.
         document: the text, when the caller asked for it back.
+        span: the characters the model read in the best-scoring window: the whole document
+            ``(0, len)`` when it was read as one pair, else the evidence window (or, when the
+            document was cut, the part that was read). ``None`` only where no scorer made it.
+        chunks: windows the document was scored in (1 when it fit in one pair).
     """
 
     index: int
     score: float
     relevance_score: float
     document: str | None = None
+    span: Span | None = None
+    chunks: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +48,13 @@ class Usage:
 
     Attributes:
         total_tokens: tokens the model read, special tokens included, padding excluded.
-        truncated_documents: documents cut to fit ``max_length``.
-        truncated_tokens: document tokens dropped by that cut (the query's cut is not counted here).
+        truncated_documents: documents not read whole (``aggregate='first'``, ``max_tokens_per_doc``
+            or ``max_chunks_per_doc`` dropped some of their tokens).
+        truncated_tokens: document tokens dropped by those cuts (the query's cut is not counted here).
         truncated_queries: 1 per query cut to its cap.
         cached_documents: documents answered from the result cache (the model did not read them).
+        chunks: (query, window) pairs the model read; equals the number of documents when none was split.
+        chunked_documents: documents split into more than one window.
     """
 
     total_tokens: int = 0
@@ -41,6 +62,8 @@ class Usage:
     truncated_tokens: int = 0
     truncated_queries: int = 0
     cached_documents: int = 0
+    chunks: int = 0
+    chunked_documents: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,10 +35,15 @@ def _valid_text(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class EncodedQuery:
-    """A query's tokens (no special tokens), already cut to its cap."""
+    """A query's tokens (no special tokens), already cut to its cap; ``tokens`` is its uncut length."""
 
     ids: list[int]
-    truncated: bool
+    tokens: int
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the cap cut the query."""
+        return self.tokens > len(self.ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +152,20 @@ class PairTokenizer:
             return 0.0
         return ids.count(self._unk_token_id) / len(ids)
 
+    def query_cap(self, truncation: TruncationOptions) -> int:
+        """The query's token cap (never so long that no document token fits)."""
+        return min(truncation.query_cap, truncation.max_length - self.special_tokens - 1)
+
     def encode_query(self, query: str, truncation: TruncationOptions) -> EncodedQuery:
-        """Tokens of the query, cut to its cap (never so long that no document token fits)."""
-        cap = min(truncation.query_cap, truncation.max_length - self.special_tokens - 1)
+        """Tokens of the query, cut to its cap at the end ``truncation.direction`` names."""
+        cap = self.query_cap(truncation)
         ids = self._tokenizer.encode(_valid_text(query), add_special_tokens=False).ids
-        return EncodedQuery(ids=ids[:cap], truncated=len(ids) > cap)
+        kept = ids if len(ids) <= cap else ids[:cap] if truncation.direction == "right" else ids[len(ids) - cap :]
+        return EncodedQuery(ids=kept, tokens=len(ids))
+
+    def document_room(self, query: EncodedQuery, truncation: TruncationOptions) -> int:
+        """Document tokens that fit beside ``query`` in one pair (at least 1)."""
+        return truncation.max_length - self.special_tokens - len(query.ids)
 
     def encode_documents(self, documents: Sequence[str]) -> list[Encoding]:
         """Encode documents in parallel (Rust threads), without special tokens and uncut."""
@@ -160,7 +174,7 @@ class PairTokenizer:
     def build_pair(self, query: EncodedQuery, document: Sequence[int], truncation: TruncationOptions) -> EncodedPair:
         """Put the special tokens around a query and a document, cutting the document to fit."""
         t = self._template
-        room = truncation.max_length - self.special_tokens - len(query.ids)
+        room = self.document_room(query, truncation)
         kept = list(document[:room])
         ids = t.prefix[0] + query.ids + t.middle[0] + kept + t.suffix[0]
         type_ids = (

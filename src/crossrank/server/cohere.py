@@ -27,7 +27,7 @@ from crossrank.server.schemas import (
 from crossrank.server.service import RerankCall, RerankService, get_service
 from crossrank.types import RerankResult
 
-__all__ = ["document_texts", "router", "v1_response"]
+__all__ = ["document_texts", "long_document_options", "router", "v1_response"]
 
 router = APIRouter(tags=["rerank"])
 Service = Annotated[RerankService, Depends(get_service)]
@@ -53,6 +53,11 @@ def document_texts(documents: Sequence[str | DocumentObject], rank_fields: Seque
         else:
             raise InputError(f"documents[{i}].text is required (or name the fields to rank on in rank_fields)")
     return texts
+
+
+def long_document_options(**options: Any) -> dict[str, Any]:
+    """The long-document options a request set (``None``: the server's default)."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _echo(document: str | DocumentObject) -> EchoedDocument:
@@ -109,6 +114,9 @@ async def rerank_v2(body: CohereV2Request, request: Request, response: Response,
 async def rerank_v1(body: RerankV1Request, request: Request, response: Response, service: Service) -> RerankV1Response:
     """Cohere v1 and Jina rerank: documents echoed as ``{"text": ...}`` unless ``return_documents`` is false."""
     texts = document_texts(body.documents, body.rank_fields)
-    call = RerankCall(query=body.query, documents=texts, top_n=body.top_n or None, min_score=body.min_score)
+    options = long_document_options(aggregate=body.aggregate, max_chunks_per_doc=body.max_chunks_per_doc)
+    call = RerankCall(
+        query=body.query, documents=texts, top_n=body.top_n or None, min_score=body.min_score, options=options
+    )
     result = await service.rerank(request, response, call)
     return v1_response(service.options.model_name, result, body.documents, echo=body.return_documents)

@@ -20,6 +20,7 @@ from crossrank.errors import (
     ConfigError,
     CrossrankError,
     InputError,
+    InputTooLongError,
     LimitExceededError,
     ModelError,
     OverloadedError,
@@ -45,6 +46,7 @@ class ClientClosedError(CrossrankError):
 # The first matching class wins: (class, HTTP status, TEI error_type).
 _STATUS: tuple[tuple[type[CrossrankError], int, str], ...] = (
     (LimitExceededError, 413, "payload_limit"),
+    (InputTooLongError, 413, "validation"),
     (EmptyTextsError, 400, "empty"),
     (InputError, 422, "validation"),
     (ConfigError, 422, "validation"),

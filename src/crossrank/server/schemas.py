@@ -28,8 +28,20 @@ MinScore = Annotated[
 ]
 
 
+Aggregate = Annotated[
+    str | None,
+    Field(
+        pattern=r"^(max|mean|first|topk_mean:[1-9][0-9]*)$",
+        description="crossrank extension: how a long document's windows make its score (default max).",
+    ),
+]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    min_score: MinScore = None
+    aggregate: Aggregate = None
 
 
 class DocumentObject(BaseModel):
@@ -52,7 +64,6 @@ class CohereV2Request(_Request):
     documents: list[Document]
     top_n: TopN = None
     max_tokens_per_doc: int | None = Field(default=None, ge=1, description="Cohere's default: 4096.")
-    min_score: MinScore = None
 
 
 class RerankV1Request(_Request):
@@ -69,7 +80,6 @@ class RerankV1Request(_Request):
         default=None, description="Cohere v1: which fields of object documents to rank on, in order."
     )
     max_chunks_per_doc: int | None = Field(default=None, ge=1)
-    min_score: MinScore = None
 
 
 class TeiRerankRequest(_Request):
@@ -86,7 +96,6 @@ class TeiRerankRequest(_Request):
     truncation_direction: Literal["right", "left", "Right", "Left"] = "right"
     model: StrictStr | None = None
     top_n: TopN = None
-    min_score: MinScore = None
 
     @model_validator(mode="after")
     def _one_list(self) -> TeiRerankRequest:

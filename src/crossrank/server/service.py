@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import Request, Response
@@ -40,6 +40,7 @@ class RerankCall:
     top_n: int | None = None
     min_score: float | None = None
     use_cache: bool = True
+    options: dict[str, Any] = field(default_factory=dict)  # Reranker.rerank's long-document options
 
 
 class ServerState:
@@ -114,6 +115,7 @@ class RerankService:
                 min_score=call.min_score,
                 return_documents=False,
                 use_cache=use_cache,
+                **call.options,
             )
         )
         result = await _unless_disconnected(request, task, self.metrics.dropped.inc)

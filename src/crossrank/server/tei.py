@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from crossrank.server.cohere import document_texts, v1_response
+from crossrank.server.cohere import document_texts, long_document_options, v1_response
 from crossrank.server.errors import EmptyTextsError
 from crossrank.server.schemas import RerankV1Response, TeiRank, TeiRerankRequest
 from crossrank.server.service import RerankCall, RerankService, get_service
@@ -27,14 +27,18 @@ async def rerank(
 ) -> list[TeiRank] | RerankV1Response:
     """Rerank with TEI's body (answer: a list of ``{index, score, text?}`` by score) or vLLM's (answer: an object)."""
     top_n = body.top_n or None
+    options = long_document_options(
+        aggregate=body.aggregate, truncate=body.truncate, truncation_direction=body.truncation_direction.lower()
+    )
     if body.texts is None:
         documents = body.documents or []
-        call = RerankCall(query=body.query, documents=document_texts(documents), top_n=top_n, min_score=body.min_score)
+        texts = document_texts(documents)
+        call = RerankCall(query=body.query, documents=texts, top_n=top_n, min_score=body.min_score, options=options)
         result = await service.rerank(request, response, call)
         return v1_response(service.options.model_name, result, documents, echo=True)
     if not body.texts:
         raise EmptyTextsError("`texts` cannot be empty")
-    call = RerankCall(query=body.query, documents=body.texts, top_n=top_n, min_score=body.min_score)
+    call = RerankCall(query=body.query, documents=body.texts, top_n=top_n, min_score=body.min_score, options=options)
     result = await service.rerank(request, response, call)
     return [
         TeiRank(
