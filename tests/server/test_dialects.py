@@ -193,12 +193,19 @@ def test_ops_routes(server: ServerProcess, english_model_dir: Path) -> None:
 
 
 def test_long_document_options_on_every_route(server: ServerProcess) -> None:
-    long_document = "Bamboo forests cover the hills. " * 200 + "The giant panda is a bear native to China."
-    refused = post(server, "/rerank", {"query": QUERY, "texts": [long_document], "truncate": False})
+    long_document = "The stock market closed lower on Tuesday. " * 150 + "The giant panda is a bear native to China."
+    # truncate=false refuses to drop tokens: windows read everything, `first` would drop the rest.
+    whole = post(server, "/rerank", {"query": QUERY, "texts": [long_document], "truncate": False})
+    assert whole.status_code == 200
+    refused = post(
+        server, "/rerank", {"query": QUERY, "texts": [long_document], "truncate": False, "aggregate": "first"}
+    )
     assert refused.status_code == 413
     assert "tokens" in refused.json()["error"] and "documents[0]" in refused.json()["error"]
     best = post(server, "/v2/rerank", {"query": QUERY, "documents": [long_document, "hi"], "aggregate": "max"}).json()
-    first = post(server, "/v2/rerank", {"query": QUERY, "documents": [long_document, "hi"], "aggregate": "first"}).json()
+    first = post(
+        server, "/v2/rerank", {"query": QUERY, "documents": [long_document, "hi"], "aggregate": "first"}
+    ).json()
     score = {x["index"]: x["relevance_score"] for x in best["results"]}
     assert score[0] > {x["index"]: x["relevance_score"] for x in first["results"]}[0]
     capped = post(server, "/v2/rerank", {"query": QUERY, "documents": [long_document], "max_tokens_per_doc": 16})

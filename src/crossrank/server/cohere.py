@@ -98,11 +98,11 @@ def v1_response(
 async def rerank_v2(body: CohereV2Request, request: Request, response: Response, service: Service) -> CohereV2Response:
     """Cohere v2 rerank: results ``{index, relevance_score}`` by relevance, highest first."""
     texts = document_texts(body.documents)
-    result = await service.rerank(
-        request,
-        response,
-        RerankCall(query=body.query, documents=texts, top_n=body.top_n or None, min_score=body.min_score),
+    options = long_document_options(aggregate=body.aggregate, max_tokens_per_doc=body.max_tokens_per_doc)
+    call = RerankCall(
+        query=body.query, documents=texts, top_n=body.top_n or None, min_score=body.min_score, options=options
     )
+    result = await service.rerank(request, response, call)
     return CohereV2Response(
         id=str(uuid.uuid4()),
         results=[CohereV2Result(index=r.index, relevance_score=r.relevance_score) for r in result.results],
