@@ -50,7 +50,8 @@ class WorkDir:
         state = self.path / "state.json"
         if state.is_file():
             before = json.loads(state.read_text(encoding="utf-8"))
-            if before != fingerprint and not overwrite:
+            # Nothing committed yet (e.g. the model failed to load): nothing to lose by starting over.
+            if before != fingerprint and not overwrite and self._done():
                 changed = sorted(k for k in before.keys() | fingerprint.keys() if before.get(k) != fingerprint.get(k))
                 details = "; ".join(f"{k}: {before.get(k)!r} then, {fingerprint.get(k)!r} now" for k in changed)
                 raise ConfigError(
@@ -64,6 +65,9 @@ class WorkDir:
         if not state.is_file():
             self.path.mkdir(parents=True, exist_ok=True)
             write_atomic(state, [json.dumps(fingerprint, indent=1, sort_keys=True) + "\n"])
+        return self._done()
+
+    def _done(self) -> set[int]:
         return {int(m.group(1)) for p in self.path.iterdir() if (m := _PART.fullmatch(p.name))}
 
     def commit(self, part: int, rows: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> None:

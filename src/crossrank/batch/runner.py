@@ -183,6 +183,8 @@ def run(
         raise ConfigError(
             "the Ray engine loads the model in each actor: pass the model's name or folder, not a Reranker"
         )
+    if errors_path.resolve() in (out_path.resolve(), in_path.resolve()):
+        raise ConfigError(f"the errors file {errors_path} must differ from the input and the output")
     out_format = detect_format(out_path, output_format, "output")
     source = scan(in_path, detect_format(in_path, input_format, "input"), part_rows)
     if out_path.exists() and not overwrite:
@@ -201,8 +203,13 @@ def run(
     pairs = 0
     try:
         if engine == "ray":
-            from crossrank.batch.ray_engine import ray_parts
-
+            try:
+                from crossrank.batch.ray_engine import ray_parts
+            except ImportError as exc:
+                raise ConfigError(
+                    f"the Ray engine needs ray[data], which is not installed ({exc})",
+                    fix="pip install 'crossrank[ray]'",
+                ) from None
             results = ray_parts(source, pending, name, options, ray or RayOptions())
         else:
             results = _local_parts(source, pending, reranker) if reranker is not None else iter(())

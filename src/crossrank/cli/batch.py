@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -18,9 +20,19 @@ from crossrank.cli._common import (
     reporting_errors,
     settings,
 )
-from crossrank.cli._render import batch_progress, print_batch
+from crossrank.cli._render import batch_progress, print_batch, print_note
 
 __all__ = ["batch"]
+
+
+@contextmanager
+def _interrupted(output: Path) -> Iterator[None]:
+    """Ctrl-C: say where the work done so far is kept and how to go on, instead of a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print_note(f"interrupted; finished parts are kept in {output}.parts/: run the same command again to resume")
+        raise typer.Exit(130) from None
 
 
 def batch(
@@ -76,7 +88,7 @@ def batch(
     with reporting_errors():
         options = settings().reranker_kwargs(model=model, device=device, dtype=dtype, max_length=max_length)
         name = options.pop("model")
-        with batch_progress() as progress:
+        with batch_progress() as progress, _interrupted(output):
             report = run(
                 input,
                 output,
