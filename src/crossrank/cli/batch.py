@@ -14,7 +14,6 @@ from crossrank.batch import Engine, RayOptions, run
 from crossrank.cli._common import (
     DeviceOption,
     DtypeOption,
-    JsonOption,
     MaxLengthOption,
     ModelOption,
     reporting_errors,
@@ -50,13 +49,13 @@ def batch(
         Engine, typer.Option(help="local (this process) or ray (Ray Data, one model per actor).")
     ] = "local",
     output_format: Annotated[
-        str | None, typer.Option("--format", help="Output format, jsonl or parquet [default: from the extension].")
+        str | None, typer.Option("--format", help="Output format, jsonl or parquet (default: from the extension).")
     ] = None,
     input_format: Annotated[
-        str | None, typer.Option("--input-format", help="Input format, jsonl or parquet [default: from the extension].")
+        str | None, typer.Option("--input-format", help="Input format, jsonl or parquet (default: from the extension).")
     ] = None,
     errors: Annotated[
-        Path | None, typer.Option(help="Where bad rows go, with the reason [default: OUTPUT-stem.errors.jsonl].")
+        Path | None, typer.Option(help="Where bad rows go, with the reason (default: OUTPUT-stem.errors.jsonl).")
     ] = None,
     part_rows: Annotated[
         int, typer.Option("--part-rows", min=1, help="Input rows per part: the unit of checkpointing and resume.")
@@ -67,7 +66,7 @@ def batch(
     ray_address: Annotated[
         str | None,
         typer.Option(
-            "--ray-address", help="Ray cluster to join (auto, HOST:6379, ray://HOST:10001) [default: start one here]."
+            "--ray-address", help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: start a local one)."
         ),
     ] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ray engine: actors (models) in the pool.")] = 1,
@@ -75,7 +74,7 @@ def batch(
     num_gpus: Annotated[
         float, typer.Option("--num-gpus", min=0, help="Ray engine: GPUs per actor (fractions share one).")
     ] = 0.0,
-    as_json: JsonOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's report as JSON.")] = False,
 ) -> None:
     """Score every row of INPUT into OUTPUT, with a progress bar; bad rows go to the errors file, the run goes on.
 
