@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from crossrank._version import __version__
+from crossrank.cli.batch import batch
 from crossrank.cli.check import check
 from crossrank.cli.demo import demo
 from crossrank.cli.doctor import doctor
@@ -35,6 +36,7 @@ app.command()(download)
 app.command()(verify)
 app.command()(doctor)
 app.command(name="eval")(eval_command)
+app.command()(batch)
 
 
 def _version(value: bool) -> None:

@@ -9,11 +9,23 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm_rich
 
+from crossrank.batch import BatchReport
 from crossrank.errors import CrossrankError
 from crossrank.evaluate import CompareReport, EvalReport
 from crossrank.models.download import DownloadResult
@@ -25,7 +37,9 @@ from crossrank.types import RerankResult
 
 __all__ = [
     "RichDownloadBar",
+    "batch_progress",
     "eval_progress",
+    "print_batch",
     "print_check",
     "print_compare",
     "print_demo",
@@ -171,6 +185,50 @@ def eval_progress() -> Iterator[Callable[[str, int, int], None]]:
             progress.update(tasks[dataset], completed=done)
 
         yield update
+
+
+class _RateColumn(ProgressColumn):
+    """Rows per second, over rich's recent window (rows resumed from an earlier run do not count)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        return Text("-- rows/s" if speed is None else f"{speed:,.1f} rows/s")
+
+
+@contextmanager
+def batch_progress() -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for `crossrank batch` (rows, rows/s, elapsed, ETA) and its callback."""
+    columns = (
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    task: list[TaskID] = []
+    with Progress(*columns, console=_err, transient=True) as progress:
+
+        def update(done: int, total: int) -> None:
+            if not task:
+                # Start at the resumed count, so the rate and the ETA are this run's.
+                task.append(progress.add_task("batch", total=total, completed=done))
+            progress.update(task[0], completed=done)
+
+        yield update
+
+
+def print_batch(report: BatchReport) -> None:
+    resumed = (
+        f", {report.resumed_parts} of {report.parts} parts resumed from an earlier run" if report.resumed_parts else ""
+    )
+    _out.print(
+        f"{report.rows} rows -> {escape(str(report.output))}, "
+        f"{report.bad_rows} bad rows -> {escape(str(report.errors))}\n"
+        f"{report.engine} engine: {report.input_rows} input rows, {report.pairs} pairs in {report.seconds:.1f} s "
+        f"({report.rows_per_second:,.1f} rows/s){resumed}"
+    )
 
 
 def _p(value: float | None) -> str:

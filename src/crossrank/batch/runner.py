@@ -1,0 +1,246 @@
+"""``crossrank.batch.run``: rerank a whole file of rows, locally or on Ray, resumable, bad rows set aside."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from crossrank._version import __version__
+from crossrank.batch.files import Source, detect_format, scan, write_output
+from crossrank.batch.parts import WorkDir
+from crossrank.batch.rows import output_schema, process
+from crossrank.config import DEFAULT_MODEL
+from crossrank.errors import ConfigError
+from crossrank.reranker import Reranker
+
+__all__ = ["BatchReport", "Engine", "PartResult", "ProgressCallback", "RayOptions", "run"]
+
+Engine = Literal["local", "ray"]
+ProgressCallback = Callable[[int, int], None]
+"""Called with (input rows done, input rows in all) before the first part and after each part."""
+PartResult = tuple[int, list[dict[str, Any]], list[dict[str, Any]]]
+"""(part number, its output rows, its error records)."""
+
+# Reranker options that change the scores: a resumed run must use the same ones.
+_SCORING_OPTIONS = ("revision", "backend", "device", "dtype", "max_length", "query_max_length")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RayOptions:
+    """How the Ray engine runs.
+
+    Attributes:
+        address: a running cluster (``ray://host:10001``, ``host:6379`` or ``auto``); ``None`` starts a local runtime
+            (or uses the one this process already started with ``ray.init``).
+        actors: size of the actor pool; each actor loads one model.
+        num_cpus: CPUs reserved per actor (Ray also sets the actor's torch threads from it).
+        num_gpus: GPUs per actor (``1`` puts each actor's model on its own GPU; fractions share one).
+        object_store_memory: bytes for a local runtime's object store (Ray's default when ``None``).
+    """
+
+    address: str | None = None
+    actors: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    object_store_memory: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What a batch run did.
+
+    Attributes:
+        output: the output file.
+        errors: the errors file (JSONL, one record per bad row; empty when there were none).
+        engine: ``local`` or ``ray``.
+        rows: output rows written (one per good input row).
+        bad_rows: input rows written to the errors file instead.
+        parts: parts of the input; ``resumed_parts`` of them were done by an earlier, interrupted run.
+        resumed_parts: parts taken over from the interrupted run.
+        pairs: (query, document) pairs scored by this run.
+        seconds: wall time of this run, from the scan of the input to the output in place (model loading and Ray's
+            start included, so short runs show the fixed cost).
+        input_rows: input rows (JSONL lines or Parquet rows) this run went through.
+    """
+
+    output: Path
+    errors: Path
+    engine: Engine
+    rows: int
+    bad_rows: int
+    parts: int
+    resumed_parts: int
+    pairs: int
+    seconds: float
+    input_rows: int
+
+    @property
+    def rows_per_second(self) -> float:
+        """Input rows per second of this run (wall time)."""
+        return self.input_rows / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (paths as strings)."""
+        return {
+            "output": str(self.output),
+            "errors": str(self.errors),
+            "engine": self.engine,
+            "rows": self.rows,
+            "bad_rows": self.bad_rows,
+            "parts": self.parts,
+            "resumed_parts": self.resumed_parts,
+            "pairs": self.pairs,
+            "seconds": round(self.seconds, 3),
+            "input_rows": self.input_rows,
+            "rows_per_second": round(self.rows_per_second, 2),
+            "pairs_per_second": round(self.pairs / self.seconds, 2) if self.seconds > 0 else 0.0,
+        }
+
+
+def default_errors_path(output: Path) -> Path:
+    """``out.jsonl`` -> ``out.errors.jsonl``."""
+    return output.with_name(f"{output.stem}.errors.jsonl")
+
+
+def _fingerprint(
+    source: Source, output_format: str, errors: Path, model: str | Reranker, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    if isinstance(model, Reranker):
+        scoring = {
+            "model": model.model,
+            "device": model.device,
+            "dtype": model.dtype,
+            "max_length": model.truncation.max_length,
+            "query_max_length": model.truncation.query_max_length,
+        }
+    else:
+        scoring = {"model": model, **{k: options.get(k) for k in _SCORING_OPTIONS}}
+    return {
+        **source.identity(),
+        **scoring,
+        "input_format": source.format,
+        "output_format": output_format,
+        "errors": str(errors.resolve()),
+        "part_rows": source.part_rows,
+        "crossrank": __version__,
+    }
+
+
+def _local_parts(source: Source, pending: Sequence[int], reranker: Reranker) -> Iterator[PartResult]:
+    from crossrank.batch.files import RowReader
+
+    reader = RowReader(source)
+    for part in pending:
+        rows, errors = process(reranker, reader.part(part))
+        yield part, rows, errors
+
+
+def run(
+    input: str | Path,
+    output: str | Path,
+    *,
+    model: str | Reranker = DEFAULT_MODEL,
+    reranker_options: Mapping[str, Any] | None = None,
+    engine: Engine = "local",
+    ray: RayOptions | None = None,
+    input_format: str | None = None,
+    output_format: str | None = None,
+    errors: str | Path | None = None,
+    part_rows: int = 1000,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> BatchReport:
+    """Rerank every row of ``input`` into ``output``; an interrupted run, started again the same way, resumes.
+
+    Example:
+        >>> from crossrank.batch import run
+        >>> run("candidates.jsonl", "scores.parquet", model="BAAI/bge-reranker-v2-m3").rows_per_second
+
+    Args:
+        input: JSONL or Parquet rows ``{"id", "query", "documents": [...]}`` or ``{"id", "query", "document"}``.
+        output: JSONL or Parquet file of ``{"id", "results": [{"index", "score", "relevance_score", "rank"}]}``;
+            it appears only when the run is complete (the work in progress is in ``OUTPUT.parts/``).
+        model: hub id or local folder, or (local engine only) a loaded ``Reranker``.
+        reranker_options: keyword arguments for ``Reranker`` (``device``, ``dtype``, ``max_length``, ...).
+        engine: ``local`` (this process) or ``ray`` (Ray Data, an actor pool with one model per actor).
+        ray: the Ray engine's options.
+        input_format, output_format: ``jsonl`` or ``parquet`` when the extension does not say.
+        errors: the errors file (default ``OUTPUT-stem.errors.jsonl`` beside the output).
+        part_rows: input rows per part, the unit of checkpointing (and of scoring: a part's pairs share batches).
+        overwrite: replace an existing output, and discard an unfinished run started with other arguments.
+        progress: called with (rows done, rows in all) as parts complete.
+    """
+    started = time.perf_counter()
+    in_path, out_path = Path(input), Path(output)
+    errors_path = default_errors_path(out_path) if errors is None else Path(errors)
+    options = dict(reranker_options or {})
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"engine must be local or ray, got {engine!r}")
+    if engine == "ray" and isinstance(model, Reranker):
+        raise ConfigError(
+            "the Ray engine loads the model in each actor: pass the model's name or folder, not a Reranker"
+        )
+    if errors_path.resolve() in (out_path.resolve(), in_path.resolve()):
+        raise ConfigError(f"the errors file {errors_path} must differ from the input and the output")
+    out_format = detect_format(out_path, output_format, "output")
+    source = scan(in_path, detect_format(in_path, input_format, "input"), part_rows)
+    if out_path.exists() and not overwrite:
+        raise ConfigError(f"{out_path} already exists", fix="choose another output, or pass --overwrite")
+    workdir = WorkDir(out_path)
+    done = workdir.open(_fingerprint(source, out_format, errors_path, model, options), overwrite=overwrite)
+    pending = [k for k in range(source.parts) if k not in done]
+    finished = sum(source.rows_in(k) for k in done)
+    if progress is not None:
+        progress(finished, source.total_rows)
+
+    name = model.model if isinstance(model, Reranker) else model
+    reranker: Reranker | None = None
+    if engine == "local" and pending:
+        reranker = model if isinstance(model, Reranker) else Reranker(model, **options)
+    pairs = 0
+    try:
+        if engine == "ray":
+            try:
+                from crossrank.batch.ray_engine import ray_parts
+            except ImportError as exc:
+                raise ConfigError(
+                    f"the Ray engine needs ray[data], which is not installed ({exc})",
+                    fix="pip install 'crossrank[ray]'",
+                ) from None
+            results = ray_parts(source, pending, name, options, ray or RayOptions())
+        else:
+            results = _local_parts(source, pending, reranker) if reranker is not None else iter(())
+        for part, rows, bad in results:
+            workdir.commit(part, rows, bad)
+            pairs += sum(len(row["results"]) for row in rows)
+            finished += source.rows_in(part)
+            if progress is not None:
+                progress(finished, source.total_rows)
+    finally:
+        if reranker is not None and reranker is not model:
+            reranker.close()
+
+    total_rows, bad_rows = workdir.counts(source.parts)
+    # The errors file first: once the output exists, the run is complete.
+    write_output([workdir.errors_path(k) for k in range(source.parts)], errors_path, "jsonl", None)
+    write_output([workdir.part_path(k) for k in range(source.parts)], out_path, out_format, _schema(out_format))
+    workdir.remove()
+    return BatchReport(
+        output=out_path,
+        errors=errors_path,
+        engine=engine,
+        rows=total_rows,
+        bad_rows=bad_rows,
+        parts=source.parts,
+        resumed_parts=len(done),
+        pairs=pairs,
+        seconds=time.perf_counter() - started,
+        input_rows=sum(source.rows_in(k) for k in pending),
+    )
+
+
+def _schema(fmt: str) -> Any:
+    return output_schema() if fmt == "parquet" else None

@@ -1,0 +1,109 @@
+"""The local engine end to end on the real English model: JSONL and Parquet round trips, bad rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from batch_data import make_rows, read_jsonl, write_jsonl
+
+from crossrank import ConfigError, Reranker
+from crossrank.batch import run
+from reference import flag_scores
+
+
+def _texts(row: dict[str, object]) -> list[str]:
+    docs = row["documents"] if "documents" in row else [row["document"]]
+    return [d["text"] if isinstance(d, dict) else d for d in docs]  # type: ignore[union-attr]
+
+
+def test_jsonl_round_trip_matches_rerank_and_the_reference(
+    tmp_path: Path, english_reranker: Reranker, english_model_dir: Path
+) -> None:
+    rows = make_rows(23)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    seen: list[tuple[int, int]] = []
+    report = run(
+        source, tmp_path / "out.jsonl", model=english_reranker, part_rows=4, progress=lambda d, t: seen.append((d, t))
+    )
+    out = read_jsonl(tmp_path / "out.jsonl")
+
+    assert (report.rows, report.bad_rows, report.parts, report.resumed_parts) == (23, 0, 6, 0)
+    assert report.pairs == sum(len(_texts(r)) for r in rows)
+    assert seen[0] == (0, 23) and seen[-1] == (23, 23) and len(seen) == 7
+    assert (tmp_path / "out.errors.jsonl").read_text() == ""
+    assert not (tmp_path / "out.jsonl.parts").exists()
+    assert [r["id"] for r in out] == [str(r["id"]) for r in rows]
+    for row, got in zip(rows, out, strict=True):
+        texts = _texts(row)
+        expected = english_reranker.rerank(str(row["query"]), texts, return_documents=False).results
+        by_index = sorted(expected, key=lambda d: d.index)
+        assert [r["index"] for r in got["results"]] == list(range(len(texts)))
+        assert [r["score"] for r in got["results"]] == pytest.approx([d.score for d in by_index], abs=1e-5)
+        assert [r["relevance_score"] for r in got["results"]] == pytest.approx([d.relevance_score for d in by_index])
+        ranks = {d.index: place for place, d in enumerate(expected, start=1)}
+        assert [r["rank"] for r in got["results"]] == [ranks[i] for i in range(len(texts))]
+    # Independent reference: transformers, one pair at a time, no padding.
+    first = rows[0]
+    reference = flag_scores(english_model_dir, [(str(first["query"]), t) for t in _texts(first)], 512)
+    assert [r["score"] for r in out[0]["results"]] == pytest.approx(reference, abs=1e-4)
+
+
+def test_parquet_round_trip_equals_jsonl(tmp_path: Path, english_reranker: Reranker) -> None:
+    pa = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    rows = make_rows(17)
+    table_rows = [
+        {
+            "id": str(r["id"]),
+            "query": r["query"],
+            "documents": [{"text": t} for t in _texts(r)] if "documents" in r else None,
+            "document": r.get("document"),
+        }
+        for r in rows
+    ]
+    parquet.write_table(pa.Table.from_pylist(table_rows), tmp_path / "in.parquet", row_group_size=5)
+    write_jsonl(tmp_path / "in.jsonl", rows)
+
+    run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", model=english_reranker, part_rows=3)
+    report = run(tmp_path / "in.parquet", tmp_path / "out.parquet", model=english_reranker, part_rows=3)
+
+    assert (report.rows, report.bad_rows) == (17, 0)
+    table = parquet.read_table(tmp_path / "out.parquet")
+    assert table.schema.field("results").type.value_type.names == ["index", "score", "relevance_score", "rank"]
+    assert table.to_pylist() == read_jsonl(tmp_path / "out.jsonl")
+
+
+def test_bad_rows_go_to_the_errors_file_and_the_run_goes_on(tmp_path: Path, english_reranker: Reranker) -> None:
+    good = make_rows(6)
+    lines: list[object] = [
+        good[0],
+        "{broken json",
+        good[1],
+        "",
+        {"id": "no-query", "documents": ["x"]},
+        good[2],
+        {"id": "bad-doc", "query": "q", "documents": ["x", 42]},
+        "[1, 2, 3]",
+        *good[3:],
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", lines)
+    errors = tmp_path / "bad.jsonl"
+    report = run(source, tmp_path / "out.jsonl", model=english_reranker, errors=errors, part_rows=4)
+
+    assert (report.rows, report.bad_rows) == (6, 4)
+    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [str(r["id"]) for r in good]
+    bad = read_jsonl(errors)
+    assert [(b["line"], b["id"]) for b in bad] == [(2, None), (5, "no-query"), (7, "bad-doc"), (8, None)]
+    assert "invalid JSON" in bad[0]["reason"]
+    assert bad[1]["reason"] == 'missing field "query"'
+    assert '"documents"[1]' in bad[2]["reason"]
+    assert "JSON object" in bad[3]["reason"]
+
+
+def test_existing_output_is_refused(tmp_path: Path, english_reranker: Reranker) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", make_rows(2))
+    (tmp_path / "out.jsonl").write_text("keep me\n")
+    with pytest.raises(ConfigError, match="already exists"):
+        run(source, tmp_path / "out.jsonl", model=english_reranker)
+    assert (tmp_path / "out.jsonl").read_text() == "keep me\n"

@@ -1,0 +1,38 @@
+"""The work folder: committed parts are the checkpoint; other arguments are refused only when work would be lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crossrank import ConfigError
+from crossrank.batch.parts import WorkDir
+
+
+def test_committed_parts_are_found_again_and_leftovers_ignored(tmp_path: Path) -> None:
+    work = WorkDir(tmp_path / "out.jsonl")
+    assert work.open({"model": "a"}, overwrite=False) == set()
+    work.commit(0, [{"id": "1"}, {"id": "2"}], [])
+    work.commit(2, [{"id": "5"}], [{"line": 6, "id": None, "reason": "x"}])
+    (work.path / "part-000001.jsonl.tmp").write_text('{"id": "half')  # a write cut short by a kill
+    assert WorkDir(tmp_path / "out.jsonl").open({"model": "a"}, overwrite=False) == {0, 2}
+    assert work.part_path(0).read_text() == '{"id":"1"}\n{"id":"2"}\n'
+    assert work.errors_path(2).read_text() == '{"line":6,"id":null,"reason":"x"}\n'
+
+
+def test_other_arguments_are_refused_with_the_difference(tmp_path: Path) -> None:
+    work = WorkDir(tmp_path / "out.jsonl")
+    work.open({"model": "a", "max_length": 512}, overwrite=False)
+    work.commit(0, [{"id": "1"}], [])
+    with pytest.raises(ConfigError, match="max_length: 512 then, 256 now") as caught:
+        work.open({"model": "a", "max_length": 256}, overwrite=False)
+    assert "--overwrite" in str(caught.value)
+    assert work.open({"model": "a", "max_length": 256}, overwrite=True) == set()
+
+
+def test_a_run_that_committed_nothing_starts_over_with_new_arguments(tmp_path: Path) -> None:
+    work = WorkDir(tmp_path / "out.jsonl")
+    work.open({"model": "typo"}, overwrite=False)  # e.g. the model then failed to load
+    assert work.open({"model": "right"}, overwrite=False) == set()
+    assert '"right"' in (work.path / "state.json").read_text()
