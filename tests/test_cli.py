@@ -85,11 +85,23 @@ def test_rerank_table(english_model_dir: Path) -> None:
     assert "2 results" in out.stdout
 
 
-def test_rerank_reports_truncation(english_model_dir: Path) -> None:
-    out = crossrank("rerank", "q", "word " * 600, "-m", str(english_model_dir), "--max-length", "128", "--json")
+def test_rerank_reports_chunking_and_truncation(english_model_dir: Path) -> None:
+    long = "word " * 600
+    args = ["rerank", "q", long, "-m", str(english_model_dir), "--max-length", "128", "--json"]
+    out = crossrank(*args)
+    assert out.returncode == 0, out.stderr
+    assert "1 long document(s) were read in windows of 128 tokens" in out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["usage"]["chunked_documents"] == 1 and payload["usage"]["truncated_documents"] == 0
+    span = payload["results"][0]["span"]
+    assert 0 <= span["start"] < span["end"] <= len(long)
+    out = crossrank(*args, "--aggregate", "first")
     assert out.returncode == 0, out.stderr
     assert "cut to 128 tokens" in out.stderr
     assert json.loads(out.stdout)["usage"]["truncated_documents"] == 1
+    out = crossrank(*args, "--aggregate", "median")
+    assert out.returncode == 2
+    assert "aggregate" in out.stderr
 
 
 def test_bad_jsonl_line_is_named(tmp_path: Path, english_model_dir: Path) -> None:

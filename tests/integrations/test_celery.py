@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _settings(redis: RedisServer) -> Settings:
 class Worker:
     def __init__(self, redis: RedisServer, model: Path) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="crossrank-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        env = subprocess_env(CROSSRANK_CELERY_VISIBILITY_TIMEOUT="5", CROSSRANK_DEVICE="cpu")
+        env = subprocess_env(CROSSRANK_CELERY_VISIBILITY_TIMEOUT="5", CROSSRANK_DEVICE="cpu", PYTHONUNBUFFERED="1")
         args = ["--broker", redis.url(0), "--backend", redis.url(1), "-m", str(model)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "crossrank", "worker", *args],
@@ -60,7 +61,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)  # warm shutdown: the main process acks what finished
             try:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
@@ -109,21 +110,25 @@ def test_a_killed_worker_loses_no_accepted_task(
     redis: RedisServer, english_model_dir: Path, english_reranker: Reranker
 ) -> None:
     app = create_celery(_settings(redis))
-    documents = [f"{d} " * 40 for d in DOCS] * 10
+    heavy = [f"{DOCS[i % len(DOCS)]} {i} " * 40 for i in range(600)]  # seconds of work, so it dies mid-task
+    light = app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": DOCS})
+    held = app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": heavy})
     first = Worker(redis, english_model_dir)
     try:
-        pending = [app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": documents}) for _ in range(6)]
-        pending[0].get(timeout=180)  # the worker is up and working through the queue
-        first.kill()  # SIGKILL: the task it holds was never acknowledged
+        light.get(timeout=180)  # the worker is up; the heavy task is next
+        deadline = time.monotonic() + 60
+        while held.id not in _received(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held.id in _received(first)
+        first.kill()  # SIGKILL mid-task: the task was never acknowledged
     finally:
         first.stop()
+    assert held.state != "SUCCESS"
     second = Worker(redis, english_model_dir)
     try:
-        results = [p.get(timeout=180) for p in pending]
+        result = held.get(timeout=240)
     finally:
         second.stop()
-    # A task the killed worker had taken was handed out again and finished by the second one.
-    assert _received(first) & _received(second)
-    expected = _expected(english_reranker, documents)
-    for result in results:
-        assert [(r["index"], pytest.approx(r["score"], abs=1e-5)) for r in result["results"]] == expected
+    assert held.id in _received(second)  # handed out again and finished by the second worker
+    expected = _expected(english_reranker, heavy)
+    assert [(r["index"], pytest.approx(r["score"], abs=1e-5)) for r in result["results"]] == expected

@@ -67,6 +67,13 @@ def rerank(
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     max_length: MaxLengthOption = None,
+    aggregate: Annotated[
+        str | None,
+        typer.Option(help="Long documents: max, mean, first (= truncate) or topk_mean:K of their windows [max]."),
+    ] = None,
+    max_chunks_per_doc: Annotated[
+        int | None, typer.Option(min=1, help="Windows per long document at most; the rest is cut [64].")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Rank documents by relevance to QUERY."""
@@ -80,8 +87,14 @@ def rerank(
             raise InputError("no documents given", fix="pass them as arguments, with --file, or on stdin")
         reranker = open_reranker(model=model, device=device, dtype=dtype, max_length=max_length)
         started = time.perf_counter()
-        result = reranker.rerank(query, texts, top_n=top_n)
+        result = reranker.rerank(query, texts, top_n=top_n, aggregate=aggregate, max_chunks_per_doc=max_chunks_per_doc)
         latency_ms = 1000 * (time.perf_counter() - started)
+        if result.usage.chunked_documents:
+            how = aggregate or reranker.chunking.aggregate
+            print_note(
+                f"{result.usage.chunked_documents} long document(s) were read in windows of "
+                f"{reranker.truncation.max_length} tokens ({result.usage.chunks} pairs in all), scored by {how}"
+            )
         if result.usage.truncated_documents:
             print_note(
                 f"{result.usage.truncated_documents} document(s) were cut to {reranker.truncation.max_length} "

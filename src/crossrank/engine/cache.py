@@ -51,6 +51,7 @@ class CacheStats:
 class ScoreCache(Protocol):
     """Where rows are kept. Implementations are thread-safe and never raise for a lookup or a store."""
 
+    kind: str  # its name in metrics: "memory" or "redis"
     stats: CacheStats
 
     def get_many(self, keys: Sequence[str]) -> list[Row | None]:
@@ -80,6 +81,8 @@ def _row_size(key: str, row: Row) -> int:
 
 class LRUScoreCache:
     """In-process least-recently-used cache, bounded in entries and in (approximate) bytes."""
+
+    kind = "memory"
 
     def __init__(self, max_entries: int, max_bytes: int = 256 * 2**20) -> None:
         if max_entries < 1 or max_bytes < 1:

@@ -27,6 +27,8 @@ _WARN_EVERY = 30.0
 class RedisScoreCache:
     """Rows in Redis at ``url`` (a connection pool, ``timeout`` seconds per call)."""
 
+    kind = "redis"
+
     def __init__(self, url: str, *, ttl: int | None, prefix: str, timeout: float) -> None:
         self._client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30

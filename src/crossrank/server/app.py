@@ -52,7 +52,7 @@ async def _start(app: FastAPI, load: Callable[[], Reranker], on_fatal: Callable[
     async_reranker.start()
     metrics.watch_queue(lambda: async_reranker.batcher.queued_pairs, lambda: async_reranker.batcher.queued_requests)
     if isinstance(reranker.scorer, CachedScorer):
-        metrics.watch_cache(reranker.scorer.cache.stats, type(reranker.scorer.cache).__name__)
+        metrics.watch_cache(reranker.scorer.cache.stats, reranker.scorer.cache.kind)
     state.reranker, state.status = async_reranker, "ready"
     metrics.ready.set(1)
     _log.info(
