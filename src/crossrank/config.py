@@ -22,6 +22,7 @@ __all__ = [
     "Fallback",
     "LongQuery",
     "ModelSpec",
+    "Quantize",
     "RuntimeOptions",
     "TruncationOptions",
 ]
@@ -30,6 +31,7 @@ DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 Fallback = Literal["none", "cpu"]
+Quantize = Literal["none", "int8"]
 Direction = Literal["right", "left"]
 LongQuery = Literal["truncate", "reject"]
 AggregationKind = Literal["max", "mean", "first", "topk_mean"]
@@ -73,12 +75,14 @@ class RuntimeOptions:
         num_threads: CPU threads for the runtime (process-wide in torch); ``None`` keeps its default.
         fallback: ``cpu`` scores a pair on the CPU when even that single pair does not fit in GPU
             memory (with a warning); ``none`` raises ``DeviceMemoryError`` instead.
+        quantize: ``int8`` runs int8 weights (ONNX backend, CPU); ``none`` keeps ``dtype``.
     """
 
     device: str = "auto"
     dtype: Dtype = "auto"
     num_threads: int | None = None
     fallback: Fallback = "none"
+    quantize: Quantize = "none"
 
     def __post_init__(self) -> None:
         if not _DEVICE.match(self.device):
@@ -97,6 +101,7 @@ class RuntimeOptions:
             )
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"num_threads must be at least 1, got {self.num_threads}")
+        _check_choice("quantize", self.quantize, Quantize)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crossrank.config import DEFAULT_MODEL, Direction, Dtype, Fallback, LongQuery
+from crossrank.config import DEFAULT_MODEL, Direction, Dtype, Fallback, LongQuery, Quantize
 
 __all__ = ["Settings"]
 
@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     backend: str = "torch"
     device: str = "auto"
     dtype: Dtype = "auto"
+    quantize: Quantize = "none"
     max_length: int = Field(default=512, ge=8)
     query_max_length: int | None = Field(default=None, ge=1)
     max_batch_tokens: int = Field(default=8192, ge=1)

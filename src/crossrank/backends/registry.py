@@ -22,6 +22,7 @@ class _BackendFactory(Protocol):
 # name -> (module, class, the extra that installs its runtime)
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "torch": ("crossrank.backends.torch", "TorchBackend", "torch"),
+    "onnx": ("crossrank.backends.onnx", "OnnxBackend", "onnx"),
 }
 
 

@@ -118,6 +118,10 @@ class TorchBackend:
     def __init__(
         self, model_dir: Path, *, runtime: RuntimeOptions, allow_pickle: bool, trust_remote_code: bool
     ) -> None:
+        if runtime.quantize != "none":
+            raise ConfigError(
+                f"quantize={runtime.quantize!r} needs backend='onnx'", fix="pass backend='onnx' or quantize='none'"
+            )
         if runtime.num_threads is not None:
             torch.set_num_threads(runtime.num_threads)
         if runtime.device == "auto":

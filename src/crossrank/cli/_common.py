@@ -21,11 +21,13 @@ from crossrank.reranker import Reranker
 from crossrank.settings import Settings
 
 __all__ = [
+    "BackendOption",
     "DeviceOption",
     "DtypeOption",
     "JsonOption",
     "MaxLengthOption",
     "ModelOption",
+    "QuantizeOption",
     "exit_code",
     "open_reranker",
     "reporting_errors",
@@ -37,6 +39,12 @@ ModelOption = Annotated[
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N [env: CROSSRANK_DEVICE].")]
 DtypeOption = Annotated[str | None, typer.Option(help="auto, float32, float16 or bfloat16 [env: CROSSRANK_DTYPE].")]
+BackendOption = Annotated[
+    str | None, typer.Option(help="torch, or onnx (onnxruntime; exported on first use) [env: CROSSRANK_BACKEND].")
+]
+QuantizeOption = Annotated[
+    str | None, typer.Option(help="none, or int8 (with --backend onnx, CPU) [env: CROSSRANK_QUANTIZE].")
+]
 MaxLengthOption = Annotated[
     int | None, typer.Option("--max-length", help="Tokens per pair [env: CROSSRANK_MAX_LENGTH, default 512].")
 ]

@@ -12,10 +12,12 @@ import typer
 
 from crossrank.batch import Engine, RayOptions, run
 from crossrank.cli._common import (
+    BackendOption,
     DeviceOption,
     DtypeOption,
     MaxLengthOption,
     ModelOption,
+    QuantizeOption,
     reporting_errors,
     settings,
 )
@@ -44,6 +46,8 @@ def batch(
     model: ModelOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    backend: BackendOption = None,
+    quantize: QuantizeOption = None,
     max_length: MaxLengthOption = None,
     engine: Annotated[
         Engine, typer.Option(help="local (this process) or ray (Ray Data, one model per actor).")
@@ -85,7 +89,9 @@ def batch(
     Exit codes: 0 ok, 2 bad option or input file, 3 model unusable, 4 runtime failure.
     """
     with reporting_errors():
-        options = settings().reranker_kwargs(model=model, device=device, dtype=dtype, max_length=max_length)
+        options = settings().reranker_kwargs(
+            model=model, device=device, dtype=dtype, backend=backend, quantize=quantize, max_length=max_length
+        )
         name = options.pop("model")
         with batch_progress() as progress, _interrupted(output):
             report = run(

@@ -7,7 +7,16 @@ import json
 
 import typer
 
-from crossrank.cli._common import DeviceOption, DtypeOption, JsonOption, ModelOption, open_reranker, reporting_errors
+from crossrank.cli._common import (
+    BackendOption,
+    DeviceOption,
+    DtypeOption,
+    JsonOption,
+    ModelOption,
+    QuantizeOption,
+    open_reranker,
+    reporting_errors,
+)
 from crossrank.cli._render import print_check, print_note
 from crossrank.tools.check import run_check
 
@@ -15,14 +24,19 @@ __all__ = ["check"]
 
 
 def check(
-    model: ModelOption = None, device: DeviceOption = None, dtype: DtypeOption = None, as_json: JsonOption = False
+    model: ModelOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    backend: BackendOption = None,
+    quantize: QuantizeOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Load the model, check it ranks relevant above irrelevant (zh, en), report device and latency.
 
     Exits 0 when every check passes, 1 when one fails, 2-4 when the model cannot be loaded.
     """
     with reporting_errors():
-        report = run_check(open_reranker(model=model, device=device, dtype=dtype))
+        report = run_check(open_reranker(model=model, device=device, dtype=dtype, backend=backend, quantize=quantize))
     if as_json:
         payload = {**dataclasses.asdict(report), "passed": report.passed, "fix": report.fix}
         typer.echo(json.dumps(payload, ensure_ascii=False))

@@ -9,11 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from crossrank.cli._common import (
+    BackendOption,
     DeviceOption,
     DtypeOption,
     JsonOption,
     MaxLengthOption,
     ModelOption,
+    QuantizeOption,
     open_reranker,
     reporting_errors,
 )
@@ -48,6 +50,8 @@ def eval_command(
     model: ModelOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    backend: BackendOption = None,
+    quantize: QuantizeOption = None,
     max_length: MaxLengthOption = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="First-stage candidates reranked per query.")] = 100,
     first_stage: Annotated[
@@ -100,7 +104,9 @@ def eval_command(
             raise ConfigError("--candidates needs exactly one --data folder")
         datasets = [d for path in data for d in find_datasets(path, split=split, candidates=candidates)]
         # The façade gets every model/runtime flag; new ones (backend, quantize, aggregate) go here.
-        reranker = open_reranker(model=model, device=device, dtype=dtype, max_length=max_length)
+        reranker = open_reranker(
+            model=model, device=device, dtype=dtype, backend=backend, quantize=quantize, max_length=max_length
+        )
         with eval_progress() as progress:
             report = evaluate(
                 datasets,

@@ -12,11 +12,13 @@ from typing import Annotated
 import typer
 
 from crossrank.cli._common import (
+    BackendOption,
     DeviceOption,
     DtypeOption,
     JsonOption,
     MaxLengthOption,
     ModelOption,
+    QuantizeOption,
     open_reranker,
     reporting_errors,
 )
@@ -66,6 +68,8 @@ def rerank(
     model: ModelOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    backend: BackendOption = None,
+    quantize: QuantizeOption = None,
     max_length: MaxLengthOption = None,
     aggregate: Annotated[
         str | None,
@@ -85,7 +89,9 @@ def rerank(
             texts = read_documents("-")
         if not texts:
             raise InputError("no documents given", fix="pass them as arguments, with --file, or on stdin")
-        reranker = open_reranker(model=model, device=device, dtype=dtype, max_length=max_length)
+        reranker = open_reranker(
+            model=model, device=device, dtype=dtype, backend=backend, quantize=quantize, max_length=max_length
+        )
         started = time.perf_counter()
         result = reranker.rerank(query, texts, top_n=top_n, aggregate=aggregate, max_chunks_per_doc=max_chunks_per_doc)
         latency_ms = 1000 * (time.perf_counter() - started)

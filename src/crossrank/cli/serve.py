@@ -10,10 +10,12 @@ import typer
 import uvicorn
 
 from crossrank.cli._common import (
+    BackendOption,
     DeviceOption,
     DtypeOption,
     MaxLengthOption,
     ModelOption,
+    QuantizeOption,
     exit_code,
     open_reranker,
     reporting_errors,
@@ -45,6 +47,8 @@ def serve(
     ] = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    backend: BackendOption = None,
+    quantize: QuantizeOption = None,
     max_length: MaxLengthOption = None,
     max_batch_tokens: Annotated[int | None, typer.Option(help="Padded tokens per forward pass [8192].")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Pairs per forward pass [64].")] = None,
@@ -95,6 +99,8 @@ def serve(
             "model": model,
             "device": device,
             "dtype": dtype,
+            "backend": backend,
+            "quantize": quantize,
             "max_length": max_length,
             "max_batch_tokens": max_batch_tokens,
             "max_batch_size": max_batch_size,

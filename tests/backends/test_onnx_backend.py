@@ -1,0 +1,221 @@
+"""The ONNX backend: parity with the reference, int8 accuracy, the export cache and its failures.
+
+Every model is copied to a temporary folder first: the export is written next to the model, and
+../shared stays untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from cases import PAIRS
+from conftest import build_tiny_xlmr, subprocess_env
+from reference import policies_agree, st_scores
+from test_reranker import KEYWORD_TRAPS
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+
+from crossrank import ConfigError, Reranker
+
+pytestmark = pytest.mark.slow
+
+
+def exports(model_dir: Path) -> list[Path]:
+    return sorted(p for p in (model_dir / ".crossrank").glob("onnx-*") if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def english_copy(tmp_path_factory: pytest.TempPathFactory, english_model_dir: Path) -> Path:
+    target = tmp_path_factory.mktemp("onnx") / "english"
+    shutil.copytree(english_model_dir, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def english_onnx(english_copy: Path) -> Reranker:
+    return Reranker(str(english_copy), device="cpu", backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def english_int8(english_copy: Path) -> Reranker:
+    return Reranker(str(english_copy), device="cpu", backend="onnx", quantize="int8")
+
+
+def test_fp32_equals_sentence_transformers_on_the_real_model(english_onnx: Reranker, english_copy: Path) -> None:
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(english_copy)
+    pairs = [p for p in PAIRS if policies_agree(hf, *p, 512)]  # where both cut long pairs alike
+    assert len(pairs) >= len(PAIRS) - 2
+    with Reranker(str(english_copy), device="cpu", backend="onnx", aggregate="first") as rr:
+        got = rr.score(pairs)
+    np.testing.assert_allclose(got, st_scores(english_copy, pairs, 512), atol=1e-4, rtol=0)
+    assert english_onnx.device == "cpu"
+    assert english_onnx.dtype == "float32"
+    assert english_onnx.scorer.backend.name == "onnx"
+
+
+def test_fp32_equals_torch_on_a_tiny_xlmr(
+    tmp_path: Path, xlmr_tokenizer_dir: Path, m3_config: dict[str, object]
+) -> None:
+    model_dir = build_tiny_xlmr(tmp_path / "tiny", xlmr_tokenizer_dir, m3_config, seed=3)
+    pairs = [list(p) for p in PAIRS]
+    with Reranker(str(model_dir), device="cpu") as torch_rr, Reranker(str(model_dir), backend="onnx") as onnx_rr:
+        np.testing.assert_allclose(onnx_rr.compute_score(pairs), torch_rr.compute_score(pairs), atol=1e-4, rtol=0)
+        # Batches of mixed lengths and sizes: no shape was frozen into the graph.
+        documents = ["word " * n for n in (1, 7, 60, 300, 900)]
+        want = [r.score for r in torch_rr.rerank("a query", documents).results]
+        got = [r.score for r in onnx_rr.rerank("a query", documents).results]
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    manifest = json.loads((exports(model_dir)[0] / "crossrank-export.json").read_text())
+    assert manifest["fused_operators"]["Attention"] == 2  # one fused attention per layer
+
+
+@pytest.mark.parametrize(("query", "relevant", "trap"), KEYWORD_TRAPS)
+def test_int8_keeps_the_top_1(english_int8: Reranker, query: str, relevant: str, trap: str) -> None:
+    result = english_int8.rerank(query, [trap, relevant])
+    assert result.results[0].index == 1
+    assert english_int8.dtype == "int8"
+
+
+def test_int8_ranks_like_fp32_on_judged_data(english_int8: Reranker, english_onnx: Reranker, shared_data: Path) -> None:
+    folder = shared_data / "en_beir_dbpedia_subset"
+    corpus = {}
+    for line in (folder / "corpus.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        corpus[row["_id"]] = f"{row.get('title', '')} {row['text']}".strip()
+    queries = {row["_id"]: row["text"] for row in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
+    candidates = [json.loads(line) for line in (folder / "candidates.jsonl").read_text().splitlines()][:8]
+    pairs = [[queries[c["query_id"]], corpus[d]] for c in candidates for d in c["doc_ids"][:25] if d in corpus]
+    assert len(pairs) >= 150
+    fp32 = english_onnx.compute_score(pairs)
+    int8 = english_int8.compute_score(pairs)
+    assert spearmanr(int8, fp32).statistic >= 0.98
+
+
+def test_export_is_reused_and_invalidated(
+    tmp_path: Path, xlmr_tokenizer_dir: Path, m3_config: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir = build_tiny_xlmr(tmp_path / "tiny", xlmr_tokenizer_dir, m3_config, seed=5)
+    with Reranker(str(model_dir), backend="onnx") as first:
+        before = first.compute_score(["q", "a document"])
+    [folder] = exports(model_dir)
+    stamp = (folder / "model.onnx").stat().st_mtime_ns
+    caplog.set_level(logging.INFO, logger="crossrank.backends.onnx")
+    with Reranker(str(model_dir), backend="onnx") as rr:
+        assert rr.compute_score(["q", "a document"]) == before
+    assert "reusing the ONNX export" in caplog.text
+    assert exports(model_dir) == [folder]
+    assert (folder / "model.onnx").stat().st_mtime_ns == stamp
+
+    # Other options, other export.
+    Reranker(str(model_dir), backend="onnx", quantize="int8").close()
+    assert len(exports(model_dir)) == 2
+
+    # New weights (another seed, saved over the old ones): a new export with the new model's scores.
+    build_tiny_xlmr(model_dir, xlmr_tokenizer_dir, m3_config, seed=6)
+    with Reranker(str(model_dir), backend="onnx") as onnx_rr, Reranker(str(model_dir), device="cpu") as torch_rr:
+        after = onnx_rr.compute_score(["q", "a document"])
+        np.testing.assert_allclose(after, torch_rr.compute_score(["q", "a document"]), atol=1e-4)
+    assert after != pytest.approx(before)
+    assert len(exports(model_dir)) == 3
+
+
+def test_a_damaged_export_is_made_again(tmp_path: Path, xlmr_tokenizer_dir: Path, m3_config: dict[str, object]) -> None:
+    model_dir = build_tiny_xlmr(tmp_path / "tiny", xlmr_tokenizer_dir, m3_config)
+    with Reranker(str(model_dir), backend="onnx") as rr:
+        want = rr.compute_score(["q", "a document"])
+    [folder] = exports(model_dir)
+    (folder / "model.onnx").write_bytes(b"not an onnx graph")
+    with Reranker(str(model_dir), backend="onnx") as rr:
+        assert rr.compute_score(["q", "a document"]) == pytest.approx(want, abs=1e-6)
+    assert (folder / "model.onnx").stat().st_size > 1000
+
+
+def test_unwritable_model_folder_exports_to_the_user_cache(
+    tmp_path: Path, xlmr_tokenizer_dir: Path, m3_config: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = build_tiny_xlmr(tmp_path / "tiny", xlmr_tokenizer_dir, m3_config)
+    (model_dir / ".crossrank").write_text("a file where the export folder would go")  # works even as root
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with Reranker(str(model_dir), backend="onnx") as rr:
+        path = rr.scorer.backend.export_path  # type: ignore[attr-defined]
+        assert path.is_relative_to(tmp_path / "home" / ".cache" / "crossrank" / "onnx")
+        assert rr.compute_score(["q", "d"]) is not None
+
+
+def test_disk_full_while_exporting_is_a_clear_error(tmp_path: Path, english_model_dir: Path) -> None:
+    model_dir = tmp_path / "english"
+    shutil.copytree(english_model_dir, model_dir)
+    # A 2 MB file-size limit makes every write past it fail as on a full disk (EFBIG instead of ENOSPC).
+    script = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+from crossrank import Reranker, BackendError
+try:
+    Reranker({str(model_dir)!r}, device="cpu", backend="onnx")
+except BackendError as error:
+    print("ERROR", error)
+    sys.exit(0)
+sys.exit("no error raised")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env(), timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "could not write the ONNX export" in out.stdout
+    assert "free disk space" in out.stdout
+    assert not any((model_dir / ".crossrank").iterdir())  # the half-written export is gone
+    # With room again, the same folder exports and scores.
+    with Reranker(str(model_dir), device="cpu", backend="onnx") as rr:
+        assert len(rr.compute_score([["q", "d"], ["q", "e"]])) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backend": "onnx", "dtype": "float16"}, "backend='onnx' runs float32 or int8"),
+        ({"backend": "torch", "quantize": "int8"}, "quantize='int8' needs backend='onnx'"),
+        ({"backend": "onnx", "quantize": "int4"}, "quantize 'int4' is not one of none, int8"),
+        ({"backend": "tensorrt"}, "unknown backend 'tensorrt'"),
+    ],
+)
+def test_bad_backend_options(tiny_xlmr_dir: Path, options: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Reranker(str(tiny_xlmr_dir), device="cpu", **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(), reason="onnxruntime-gpu present"
+)
+def test_cuda_without_the_gpu_runtime_says_what_to_install(tiny_xlmr_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="pip install onnxruntime-gpu"):
+        Reranker(str(tiny_xlmr_dir), device="cuda", backend="onnx")
+
+
+def test_cli_rerank_with_onnx_int8(english_copy: Path, english_int8: Reranker) -> None:
+    documents = ["Apples are a healthy fruit", "The new iPhone costs 999 dollars"]
+    flags = ["-m", str(english_copy), "--backend", "onnx", "--quantize", "int8", "--json"]
+    out = subprocess.run(
+        [sys.executable, "-m", "crossrank", "rerank", "apple iphone price", *documents, *flags],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)["results"]
+    want = english_int8.rerank("apple iphone price", documents).results
+    assert [r["index"] for r in results] == [r.index for r in want] == [1, 0]
+    assert results[0]["score"] == pytest.approx(want[0].score, abs=1e-5)
