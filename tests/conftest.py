@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,26 +50,10 @@ def m3_config() -> dict[str, object]:
 
 def build_tiny_xlmr(target: Path, tokenizer_dir: Path, m3_config: dict[str, object], *, seed: int = 0) -> Path:
     """Save a randomly initialised XLMRobertaForSequenceClassification (2 layers, hidden 32) with the real tokenizer."""
-    import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+    from crossrank.backends.synthetic import build_random_model
 
-    config = XLMRobertaConfig(
-        **{
-            **{k: v for k, v in m3_config.items() if not k.startswith("_") and k != "transformers_version"},
-            "num_hidden_layers": 2,
-            "hidden_size": 32,
-            "num_attention_heads": 4,
-            "intermediate_size": 64,
-            "num_labels": 1,
-        }
-    )
-    torch.manual_seed(seed)
-    model = XLMRobertaForSequenceClassification(config).eval()
-    target.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(target, safe_serialization=True)
-    for item in tokenizer_dir.iterdir():
-        shutil.copy(item, target / item.name)
-    return target
+    shrunk = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+    return build_random_model(target, tokenizer_dir, {**m3_config, **shrunk}, seed=seed)
 
 
 @pytest.fixture(scope="session")

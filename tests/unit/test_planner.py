@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from crossrank.config import BatchingOptions
-from crossrank.engine.planner import plan_batches
+from crossrank.engine.planner import PASS_COST_TOKENS, plan_batches
 
 
 def _padded(batch: list[int], lengths: list[int]) -> int:
@@ -44,3 +44,45 @@ def test_sorting_keeps_padding_small() -> None:
 
 def test_empty() -> None:
     assert plan_batches([], BatchingOptions()) == []
+
+
+def _cost(batches: list[list[int]], lengths: list[int]) -> int:
+    return sum(_padded(b, lengths) + PASS_COST_TOKENS for b in batches)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_least_padding_of_all_cuts(seed: int) -> None:
+    import itertools
+    import random
+
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 400) for _ in range(9)]
+    options = BatchingOptions(max_batch_tokens=900, max_batch_size=4)
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    best = None
+    for marks in itertools.product((False, True), repeat=len(order) - 1):
+        cuts = [0] + [i + 1 for i, m in enumerate(marks) if m] + [len(order)]
+        batches = [order[a:b] for a, b in itertools.pairwise(cuts)]
+        if all(len(b) <= 4 and (_padded(b, lengths) <= 900 or len(b) == 1) for b in batches):
+            cost = _cost(batches, lengths)
+            best = cost if best is None else min(best, cost)
+    assert _cost(plan_batches(lengths, options), lengths) == best
+
+
+def test_pads_far_less_than_filling_each_batch_to_the_budget() -> None:
+    import random
+
+    rng = random.Random(0)
+    lengths = sorted((min(max(int(rng.lognormvariate(5, 0.6)), 30), 500) for _ in range(100)), reverse=True)
+    greedy: list[list[int]] = []
+    current: list[int] = []  # the simple plan: fill each batch until the budget would be exceeded
+    for i in range(len(lengths)):
+        if current and (len(current) + 1) * lengths[current[0]] > 8192:
+            greedy.append(current)
+            current = []
+        current.append(i)
+    greedy.append(current)
+    planned = plan_batches(lengths, BatchingOptions(max_batch_tokens=8192, max_batch_size=64))
+    real = sum(lengths)
+    assert real / sum(_padded(b, lengths) for b in planned) > 0.9
+    assert sum(_padded(b, lengths) for b in planned) < 0.85 * sum(_padded(b, lengths) for b in greedy)

@@ -173,7 +173,10 @@ class OnnxBackend:
         try:
             manifest = self._build(work)
             (work / _MANIFEST).write_text(json.dumps(manifest, indent=2))
-            work.chmod(0o755)  # mkdtemp makes it private; the export is as readable as the model
+            # mkdtemp and onnx make it private; the export is as readable as the model it comes from.
+            work.chmod(0o755)
+            for item in work.iterdir():
+                item.chmod(0o644)
             try:
                 work.rename(self._folder)
             except OSError:

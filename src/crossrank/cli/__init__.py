@@ -8,6 +8,7 @@ import typer
 
 from crossrank._version import __version__
 from crossrank.cli.batch import batch
+from crossrank.cli.bench import bench
 from crossrank.cli.check import check
 from crossrank.cli.demo import demo
 from crossrank.cli.doctor import doctor
@@ -37,6 +38,7 @@ app.command()(verify)
 app.command()(doctor)
 app.command(name="eval")(eval_command)
 app.command()(batch)
+app.command()(bench)
 
 
 def _version(value: bool) -> None:

@@ -30,6 +30,7 @@ from crossrank.errors import CrossrankError
 from crossrank.evaluate import CompareReport, EvalReport
 from crossrank.models.download import DownloadResult
 from crossrank.models.verify import Check, VerifyReport
+from crossrank.tools.bench import BenchReport
 from crossrank.tools.check import CheckReport
 from crossrank.tools.demo import DemoReport
 from crossrank.tools.doctor import DoctorReport
@@ -38,8 +39,8 @@ from crossrank.types import RerankResult
 __all__ = [
     "RichDownloadBar",
     "batch_progress",
-    "eval_progress",
     "print_batch",
+    "print_bench",
     "print_check",
     "print_compare",
     "print_demo",
@@ -50,6 +51,7 @@ __all__ = [
     "print_note",
     "print_rerank",
     "print_verify",
+    "task_progress",
 ]
 
 _out = Console(highlight=False, soft_wrap=True)
@@ -173,10 +175,10 @@ def print_download(result: DownloadResult) -> None:
 
 
 @contextmanager
-def eval_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A progress bar on stderr (one task per data set) and the callback that advances it."""
+def task_progress(unit: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on stderr, one line per task (data set, system), and the callback that advances it."""
     tasks: dict[str, TaskID] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit))
     with Progress(*columns, TimeRemainingColumn(), console=_err, transient=True) as progress:
 
         def update(dataset: str, done: int, total: int) -> None:
@@ -282,3 +284,47 @@ def print_compare(report: CompareReport) -> None:
         _out.print(f"only in base: {escape(name)}")
     for name in report.only_in_new:
         _out.print(f"only in new: {escape(name)}")
+
+
+def _mib(value: int | None) -> str:
+    return "-" if not value else f"{value / 2**20:,.0f}"
+
+
+def print_bench(report: BenchReport) -> None:
+    machine, workload = report.machine, report.workload
+    _out.print(
+        f"{escape(machine['cpu'])}, {machine['cores']} cores, flags: {', '.join(machine['flags']) or 'none'}\n"
+        f"{workload['kind']} workload: {workload['queries']} queries x {workload['docs']} documents of "
+        f"{workload['document_tokens_min']}-{workload['document_tokens_max']} tokens "
+        f"(mean {workload['document_tokens_mean']:.0f}), seed {workload['seed']}"
+    )
+    table = Table("system", "pairs/s", "tokens/s", "p50 ms", "p95 ms", "p99 ms", "padding eff.", "peak RSS MiB")
+    for column in ("peak GPU MiB", "load s", "first score s"):
+        table.add_column(column)
+    for r in report.results:
+        if r.error is not None:
+            table.add_row(escape(r.system), f"[red]failed: {escape(r.error)}[/]")
+            continue
+        padding = "-" if r.padding_efficiency is None else f"{r.padding_efficiency:.0%}"
+        table.add_row(
+            escape(r.system),
+            f"{r.pairs_per_second:,.2f}",
+            f"{r.tokens_per_second:,.0f}",
+            f"{r.p50_ms:,.0f}",
+            f"{r.p95_ms:,.0f}",
+            f"{r.p99_ms:,.0f}",
+            padding,
+            _mib(r.peak_rss_bytes),
+            _mib(r.peak_gpu_bytes),
+            f"{r.load_seconds:.1f}",
+            f"{r.first_score_seconds:.1f}",
+        )
+    _out.print(table, width=max(_out.width, 160))  # eleven columns: never squeeze them into 80
+    for peer, ratio in report.ratios.items():
+        _out.print(f"crossrank / {escape(peer)}: [bold]{ratio:.2f}x[/] pairs/s")
+    if report.capacity is not None:
+        c = report.capacity
+        _out.print(
+            f"capacity: {c.target_rps:g} requests/s need [bold]{c.replicas}[/] replica(s) of this machine "
+            f"({c.rps_per_replica:.2f} requests/s each, {c.utilisation:.0%} busy); expect p95 ~{c.p95_ms:,.0f} ms"
+        )

@@ -19,7 +19,7 @@ from crossrank.cli._common import (
     open_reranker,
     reporting_errors,
 )
-from crossrank.cli._render import eval_progress, print_compare, print_eval
+from crossrank.cli._render import print_compare, print_eval, task_progress
 from crossrank.errors import ConfigError
 from crossrank.evaluate import FirstStage, compare, evaluate, find_datasets, write_trec_run
 
@@ -107,7 +107,7 @@ def eval_command(
         reranker = open_reranker(
             model=model, device=device, dtype=dtype, backend=backend, quantize=quantize, max_length=max_length
         )
-        with eval_progress() as progress:
+        with task_progress("pairs") as progress:
             report = evaluate(
                 datasets,
                 reranker,

@@ -246,7 +246,8 @@ def check_gpus(nvml: NvmlReport, need_bytes: int | None, dtype: str) -> list[Che
     return checks
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``avx2``, ``amx_bf16``, ...) from /proc/cpuinfo; empty where unknown."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
@@ -256,9 +257,20 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo, e.g. ``Intel(R) Xeon(R) Platinum 8480+``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def check_cpu(facts: TorchFacts) -> list[Check]:
     """SIMD features the CPU kernels use: AVX2, AVX-512, AMX (x86) from /proc/cpuinfo."""
-    flags = _cpu_flags()
+    flags = cpu_flags()
     names = {
         "avx2": "AVX2",
         "avx512f": "AVX-512",

@@ -1,0 +1,101 @@
+"""`crossrank bench`: throughput, latency and memory of crossrank and its peers on one workload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crossrank.cli._common import (
+    BackendOption,
+    DeviceOption,
+    DtypeOption,
+    JsonOption,
+    MaxLengthOption,
+    ModelOption,
+    QuantizeOption,
+    reporting_errors,
+    settings,
+)
+from crossrank.cli._render import print_bench, print_note, task_progress
+from crossrank.config import ModelSpec
+from crossrank.errors import ConfigError
+from crossrank.models.resolve import resolve_model
+
+__all__ = ["bench"]
+
+
+def bench(
+    model: ModelOption = None,
+    workload: Annotated[str, typer.Option(help="rag, short, long or capacity.")] = "rag",
+    queries: Annotated[int, typer.Option(min=1, help="Queries timed, each one call with all its documents.")] = 8,
+    docs: Annotated[int, typer.Option(min=1, help="Documents per query.")] = 100,
+    doc_tokens: Annotated[int, typer.Option(min=1, help="Tokens per document (capacity workload).")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed of the generated workload.")] = 0,
+    compare: Annotated[
+        str | None, typer.Option(help="Peers run on the same inputs: sentence-transformers,flagembedding.")
+    ] = None,
+    peer_python: Annotated[
+        str | None, typer.Option(help="Python of the peers' environment (FlagEmbedding needs transformers < 5).")
+    ] = None,
+    target_rps: Annotated[
+        float | None, typer.Option(help="Plan replicas for this many requests/s (with --docs/--doc-tokens).")
+    ] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Tokenizer folder for --model m3-shape (XLM-R, as bge-reranker-v2-m3's).")
+    ] = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    backend: BackendOption = None,
+    quantize: QuantizeOption = None,
+    max_length: MaxLengthOption = None,
+    plot: Annotated[Path | None, typer.Option(help="Also save throughput and latency bars to this PNG.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure pairs/s, tokens/s, latency percentiles and memory, with peers side by side (ratios).
+
+    Exit code 1 when a system failed (its error is in the report), 2 on bad options.
+    """
+    from crossrank.tools.bench import BenchOptions, m3_shape, plot_report, run_bench
+
+    with reporting_errors():
+        config = settings()
+        name = model or config.model
+        if name == "m3-shape":
+            if tokenizer is None:
+                raise ConfigError(
+                    "--model m3-shape needs the XLM-R tokenizer files",
+                    fix="pass --tokenizer FOLDER (e.g. a bge-reranker-v2-m3 download)",
+                )
+            model_dir = m3_shape(tokenizer)
+        else:
+            spec = ModelSpec(name_or_path=name, revision=config.revision, cache_dir=config.cache_dir)
+            model_dir = resolve_model(spec).path
+        options = BenchOptions(
+            model=str(model_dir),
+            workload=workload,
+            queries=queries,
+            docs=docs,
+            doc_tokens=doc_tokens,
+            seed=seed,
+            compare=tuple(p.strip() for p in (compare or "").split(",") if p.strip()),
+            peer_python=peer_python,
+            device=device or config.device,
+            dtype=dtype or config.dtype,
+            backend=backend or config.backend,
+            quantize=quantize or config.quantize,
+            max_length=max_length or config.max_length,
+        )
+        with task_progress("queries") as progress:
+            report = run_bench(options, target_rps=target_rps, progress=progress)
+        if plot is not None:
+            plot_report(report, plot)
+            print_note(f"plot saved to {plot}")
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            print_bench(report)
+    if any(result.error is not None for result in report.results):
+        raise typer.Exit(1)

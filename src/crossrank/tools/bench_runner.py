@@ -1,0 +1,143 @@
+"""One system of a `crossrank bench` run, in a process of its own: ``python bench_runner.py SPEC.json``.
+
+It also runs from another Python environment (``--peer-python``, e.g. one with FlagEmbedding and
+transformers < 5), so it needs only the standard library and the system it measures: crossrank is
+imported only to measure crossrank. It prints JSON lines: ``progress`` events, then one ``result``.
+
+Every system gets the same queries, in the same order, one call per query with all its
+documents; the first call also warms up (it counts towards time to first score, not latency).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# A forward pass's (real tokens, computed tokens), counted by a hook each system's model calls.
+_Counter = list[int]
+
+
+def _emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def _count_hf(model: Any, counter: _Counter) -> None:
+    """Count real and padded tokens of every forward pass of a Hugging Face model.
+
+    The hook sits on the token embedding, which every forward pass calls, however the system
+    calls the model; a real token is one that is not padding.
+    """
+    pad = model.config.pad_token_id
+
+    def hook(_module: Any, args: tuple[Any, ...]) -> None:
+        ids = args[0]
+        counter[0] += int((ids != pad).sum().item())
+        counter[1] += int(ids.numel())
+
+    model.get_input_embeddings().register_forward_pre_hook(hook)
+
+
+def _crossrank(spec: dict[str, Any], counter: _Counter) -> Callable[[str, list[str]], object]:
+    from crossrank import Reranker
+
+    options = {k: spec[k] for k in ("device", "dtype", "backend", "quantize", "max_length") if spec.get(k) is not None}
+    reranker = Reranker(spec["model"], **options)
+    backend = reranker.scorer.backend
+    forward = backend.forward
+
+    def counted(batch: Any) -> Any:
+        counter[0] += int(batch.attention_mask.sum())
+        counter[1] += int(batch.attention_mask.size)
+        return forward(batch)
+
+    backend.forward = counted  # type: ignore[method-assign]  # measurement only, in this throwaway process
+    return lambda query, documents: reranker.rerank(query, documents, return_documents=False)
+
+
+def _sentence_transformers(spec: dict[str, Any], counter: _Counter) -> Callable[[str, list[str]], object]:
+    from sentence_transformers import CrossEncoder
+
+    device = None if spec.get("device") in (None, "auto") else spec["device"]
+    half = spec.get("dtype") in ("float16", "bfloat16")
+    model_kwargs = {"torch_dtype": spec["dtype"]} if half else {}
+    encoder = CrossEncoder(spec["model"], max_length=spec["max_length"], device=device, model_kwargs=model_kwargs)
+    _count_hf(encoder.model, counter)
+    # Its recommended call: predict on the (query, document) pairs, default batch size.
+    return lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False)
+
+
+def _flagembedding(spec: dict[str, Any], counter: _Counter) -> Callable[[str, list[str]], object]:
+    from FlagEmbedding import FlagReranker
+
+    device = spec.get("device")
+    devices = None if device in (None, "auto") else [device]
+    reranker = FlagReranker(spec["model"], use_fp16=spec.get("dtype") == "float16", devices=devices)
+    _count_hf(reranker.model, counter)
+    return lambda query, documents: reranker.compute_score(
+        [[query, d] for d in documents], max_length=spec["max_length"]
+    )
+
+
+SYSTEMS: dict[str, Callable[[dict[str, Any], _Counter], Callable[[str, list[str]], object]]] = {
+    "crossrank": _crossrank,
+    "sentence-transformers": _sentence_transformers,
+    "flagembedding": _flagembedding,
+}
+
+
+def _gpu_peak_bytes() -> int | None:
+    torch = sys.modules.get("torch")  # only where the system itself loaded torch
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.max_memory_allocated())
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Load ``spec['system']``, score the workload once to warm up, then time every query."""
+    workload = json.loads(Path(spec["workload"]).read_text())
+    queries: list[dict[str, Any]] = workload["queries"]
+    counter: _Counter = [0, 0]
+    started = time.perf_counter()
+    score = SYSTEMS[spec["system"]](spec, counter)
+    load_seconds = time.perf_counter() - started
+    score(queries[0]["query"], queries[0]["documents"])
+    first_score_seconds = time.perf_counter() - started
+    counter[0] = counter[1] = 0
+    latencies = []
+    for done, item in enumerate(queries, start=1):
+        began = time.perf_counter()
+        score(item["query"], item["documents"])
+        latencies.append(time.perf_counter() - began)
+        _emit("progress", done=done, total=len(queries))
+    return {
+        "system": spec["system"],
+        "load_seconds": load_seconds,
+        "first_score_seconds": first_score_seconds,
+        "latencies": latencies,
+        "pairs": sum(len(item["documents"]) for item in queries),
+        "real_tokens": counter[0],
+        "computed_tokens": counter[1],
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_gpu_bytes": _gpu_peak_bytes(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Run the spec in ``argv[1]`` and print the result as the last JSON line."""
+    spec = json.loads(Path(argv[1]).read_text())
+    try:
+        result = run(spec)
+    except Exception as exc:  # any failure of a peer is reported, not raised: the others still run
+        _emit("error", system=spec["system"], message=f"{type(exc).__name__}: {exc}")
+        return 1
+    _emit("result", **result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

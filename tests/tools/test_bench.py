@@ -1,0 +1,217 @@
+"""`crossrank bench`: generated workloads, the report's JSON schema, peers side by side, capacity, failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from conftest import subprocess_env
+from crossrank.engine.tokenizer import PairTokenizer
+from crossrank.errors import ConfigError
+from crossrank.tools.bench import BenchOptions, SystemResult, make_workload, plan_capacity
+
+_NUMBER = {"type": "number"}
+_RESULT = {
+    "type": "object",
+    "required": [
+        "system",
+        "pairs_per_second",
+        "tokens_per_second",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "padding_efficiency",
+        "peak_rss_bytes",
+        "peak_gpu_bytes",
+        "load_seconds",
+        "first_score_seconds",
+        "pairs",
+        "requests",
+        "seconds",
+        "error",
+    ],
+    "properties": {
+        "system": {"type": "string"},
+        "pairs_per_second": _NUMBER,
+        "tokens_per_second": _NUMBER,
+        "p50_ms": _NUMBER,
+        "p95_ms": _NUMBER,
+        "p99_ms": _NUMBER,
+        "padding_efficiency": {"type": ["number", "null"]},
+        "peak_rss_bytes": {"type": "integer"},
+        "peak_gpu_bytes": {"type": ["integer", "null"]},
+        "pairs": {"type": "integer"},
+        "requests": {"type": "integer"},
+        "error": {"type": ["string", "null"]},
+    },
+}
+REPORT_SCHEMA = {
+    "type": "object",
+    "required": ["options", "machine", "workload", "results", "ratios", "capacity"],
+    "properties": {
+        "machine": {
+            "type": "object",
+            "required": ["cpu", "cores", "flags", "python", "crossrank"],
+            "properties": {"flags": {"type": "array", "items": {"type": "string"}}},
+        },
+        "workload": {
+            "type": "object",
+            "required": ["kind", "seed", "queries", "docs", "document_tokens_mean"],
+        },
+        "results": {"type": "array", "minItems": 1, "items": _RESULT},
+        "ratios": {"type": "object", "additionalProperties": _NUMBER},
+        "capacity": {
+            "type": ["object", "null"],
+            "required": ["target_rps", "rps_per_replica", "replicas", "utilisation", "p95_ms"],
+        },
+    },
+}
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crossrank", "bench", *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(COLUMNS="200"),
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_xlmr_dir: Path) -> PairTokenizer:
+    return PairTokenizer.from_pretrained(tiny_xlmr_dir)
+
+
+@pytest.mark.parametrize(("kind", "low", "high"), [("rag", 30, 500), ("short", 8, 48), ("long", 2000, 8000)])
+def test_workload_lengths_are_exact_tokens(tokenizer: PairTokenizer, kind: str, low: int, high: int) -> None:
+    workload = make_workload(kind, tokenizer, queries=2, docs=6, seed=1)
+    for item in workload["queries"]:
+        encoded = tokenizer.encode_documents(item["documents"])
+        assert [len(e.ids) for e in encoded] == item["document_tokens"]
+        assert all(low <= n <= high for n in item["document_tokens"])
+        assert 4 <= len(tokenizer.encode_documents([item["query"]])[0].ids) <= 16
+    assert workload["summary"]["kind"] == kind
+
+
+def test_workload_follows_its_seed(tokenizer: PairTokenizer) -> None:
+    first = make_workload("rag", tokenizer, queries=2, docs=5, seed=7)
+    assert make_workload("rag", tokenizer, queries=2, docs=5, seed=7) == first
+    assert make_workload("rag", tokenizer, queries=2, docs=5, seed=8) != first
+    capacity = make_workload("capacity", tokenizer, queries=1, docs=3, doc_tokens=77)
+    assert capacity["queries"][0]["document_tokens"] == [77, 77, 77]
+
+
+def test_capacity_plan() -> None:
+    # 10 requests in 5 s: 0.5 s each, 2 requests/s per replica.
+    result = SystemResult("crossrank", 40.0, 4000.0, 480.0, 600.0, 650.0, 0.9, 1, None, 1.0, 2.0, 200, 10, 5.0)
+    plan = plan_capacity(result, 37.5)
+    assert plan.rps_per_replica == pytest.approx(2.0)
+    assert plan.replicas == 19  # 37.5 / 2 = 18.75
+    assert plan.utilisation == pytest.approx(37.5 / 38)
+    assert plan.p95_ms > 600  # queueing at ~99% load adds to the service time
+    with pytest.raises(ConfigError, match="positive"):
+        plan_capacity(result, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"workload": "huge"}, "workload 'huge'"),
+        ({"compare": ("tei",)}, "unknown peer 'tei'"),
+        ({"docs": 0}, "least 1"),
+    ],
+)
+def test_bad_options(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BenchOptions(model="m", **options)
+
+
+@pytest.mark.slow
+def test_bench_end_to_end_with_a_peer(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
+    out = bench(
+        "-m",
+        str(tiny_xlmr_dir),
+        "--queries",
+        "3",
+        "--docs",
+        "12",
+        "--compare",
+        "sentence-transformers",
+        "--target-rps",
+        "50",
+        "--plot",
+        str(tmp_path / "bench.png"),
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    jsonschema.validate(report, REPORT_SCHEMA)
+    ours, peer = report["results"]
+    assert (ours["system"], peer["system"]) == ("crossrank", "sentence-transformers")
+    for result in (ours, peer):
+        assert result["error"] is None
+        assert result["pairs"] == 36
+        assert result["requests"] == 3
+        assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+        assert result["peak_rss_bytes"] > 50 * 2**20
+        assert 0 < result["padding_efficiency"] <= 1
+        assert result["first_score_seconds"] >= result["load_seconds"] > 0
+    assert ours["tokens_per_second"] > 0
+    assert report["ratios"]["sentence-transformers"] == pytest.approx(
+        ours["pairs_per_second"] / peer["pairs_per_second"]
+    )
+    assert report["capacity"]["replicas"] >= 1
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    table = bench("-m", str(tiny_xlmr_dir), "--queries", "2", "--docs", "4", "--workload", "short")
+    assert table.returncode == 0, table.stderr
+    assert "short workload: 2 queries x 4 documents" in table.stdout
+    assert "crossrank" in table.stdout
+
+
+@pytest.mark.slow
+def test_a_failing_peer_is_reported_and_the_rest_still_runs(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-python"
+    out = bench("-m", str(tiny_xlmr_dir), "--queries", "1", "--docs", "3", "--compare", "flagembedding", "--json")
+    report = json.loads(out.stdout)
+    flag = report["results"][1]
+    if flag["error"] is None:
+        pytest.skip("FlagEmbedding is installed here; nothing fails")
+    assert out.returncode == 1
+    assert "FlagEmbedding" in flag["error"]
+    assert report["results"][0]["error"] is None
+    assert "flagembedding" not in report["ratios"]
+
+    bad = bench("-m", str(tiny_xlmr_dir), "--queries", "1", "--docs", "3", "--compare", "flagembedding")
+    assert bad.returncode == 1
+    assert "failed" in bad.stdout
+    wrong_python = bench(
+        "-m", str(tiny_xlmr_dir), "--queries", "1", "--docs", "3", "--compare", "sentence-transformers",
+        "--peer-python", str(missing), "--json",
+    )  # fmt: skip
+    assert wrong_python.returncode == 1
+    assert "no-python" in json.loads(wrong_python.stdout)["results"][1]["error"]
+
+
+def test_bad_cli_input_exits_2(tiny_xlmr_dir: Path) -> None:
+    no_tokenizer = bench("-m", "m3-shape")
+    assert no_tokenizer.returncode == 2
+    assert "--tokenizer" in no_tokenizer.stderr
+    bad_peer = bench("-m", str(tiny_xlmr_dir), "--compare", "tei")
+    assert bad_peer.returncode == 2
+    assert "unknown peer 'tei'" in bad_peer.stderr
+
+
+def test_m3_shape_is_bge_reranker_v2_m3s_exact_config(m3_config: dict[str, object]) -> None:
+    from crossrank.backends.synthetic import M3_SHAPE
+
+    meta = {"_name_or_path", "transformers_version", "torch_dtype"}
+    assert {k: v for k, v in m3_config.items() if k not in meta} == M3_SHAPE
