@@ -39,7 +39,7 @@ _RESULT = {
     "properties": {
         "system": {"type": "string"},
         "pairs_per_second": _NUMBER,
-        "tokens_per_second": _NUMBER,
+        "tokens_per_second": {"type": ["number", "null"]},
         "p50_ms": _NUMBER,
         "p95_ms": _NUMBER,
         "p99_ms": _NUMBER,

@@ -180,3 +180,15 @@ def test_fake_installs_keras3_next_to_tensorflow(monkeypatch: pytest.MonkeyPatch
     assert checks["tensorflow"].status == "ok"
     versions["tf-keras"] = "2.16.0"
     assert "keras" not in {c.name for c in check_conflicts({})}
+
+
+@pytest.mark.parametrize(
+    ("flags", "hint"),
+    [({"avx2", "avx512f", "amx_tile", "amx_bf16"}, "dtype='bfloat16' on AMX"), ({"avx2"}, "quantize='int8'")],
+)
+def test_cpu_check_names_the_fastest_mode_for_these_flags(
+    monkeypatch: pytest.MonkeyPatch, flags: set[str], hint: str
+) -> None:
+    monkeypatch.setattr(environment, "cpu_flags", lambda: flags)  # another CPU than this one
+    [check] = environment.check_cpu(TorchFacts(cpu_capability="AVX2"))
+    assert hint in check.detail

@@ -16,16 +16,18 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from crossrank.backends.base import EncodedBatch
-from crossrank.backends.export import ExportedGraph, export_onnx
 from crossrank.config import RuntimeOptions
 from crossrank.errors import BackendError, ConfigError, InferenceError
+
+if TYPE_CHECKING:
+    from crossrank.backends.export import ExportedGraph
 
 __all__ = ["EXPORT_FORMAT", "OnnxBackend", "export_folder"]
 
@@ -195,6 +197,9 @@ class OnnxBackend:
 
     def _build(self, work: Path) -> dict[str, Any]:
         """Export, optimise, quantize and check in ``work``; returns the manifest."""
+        # torch and transformers only for the export: a process that reuses one never loads them.
+        from crossrank.backends.export import export_onnx
+
         graph = export_onnx(
             self._model_dir,
             work / "exported.onnx",

@@ -26,6 +26,7 @@ app = typer.Typer(
     help="Cross-encoder reranking that works out of the box (default model: BAAI/bge-reranker-v2-m3).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts say "[env: CROSSRANK_X]": literal brackets, not markup
     add_completion=False,
 )
 app.command()(rerank)

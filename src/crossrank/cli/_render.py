@@ -309,7 +309,7 @@ def print_bench(report: BenchReport) -> None:
         table.add_row(
             escape(r.system),
             f"{r.pairs_per_second:,.2f}",
-            f"{r.tokens_per_second:,.0f}",
+            "-" if r.tokens_per_second is None else f"{r.tokens_per_second:,.0f}",
             f"{r.p50_ms:,.0f}",
             f"{r.p95_ms:,.0f}",
             f"{r.p99_ms:,.0f}",
@@ -319,7 +319,8 @@ def print_bench(report: BenchReport) -> None:
             f"{r.load_seconds:.1f}",
             f"{r.first_score_seconds:.1f}",
         )
-    _out.print(table, width=max(_out.width, 160))  # eleven columns: never squeeze them into 80
+    # Eleven columns: a pipe or a narrow terminal (80) would squeeze every figure to "1,2…".
+    Console(highlight=False, width=max(_out.width, 160)).print(table)
     for peer, ratio in report.ratios.items():
         _out.print(f"crossrank / {escape(peer)}: [bold]{ratio:.2f}x[/] pairs/s")
     if report.capacity is not None:

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 WORKLOADS = ("rag", "short", "long", "capacity")
-PEERS = ("sentence-transformers", "flagembedding")
+PEERS = ("sentence-transformers", "flagembedding", "sentence-transformers-onnx", "sentence-transformers-onnx-int8")
 # CPU flags that decide which kernels run (printed with every result).
 _KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 # Common words of encyclopedia text: generated documents read like prose to the tokenizer.
@@ -102,11 +102,15 @@ class BenchOptions:
 
 @dataclass(frozen=True, slots=True)
 class SystemResult:
-    """One system's figures (times in seconds, memory in bytes)."""
+    """One system's figures (times in seconds, memory in bytes).
+
+    Tokens and padding are counted at the model's token embedding, so they are ``None`` for a system
+    that runs no torch model (sentence-transformers' ONNX backends).
+    """
 
     system: str
     pairs_per_second: float
-    tokens_per_second: float
+    tokens_per_second: float | None
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -237,7 +241,7 @@ def _summarise(raw: dict[str, Any]) -> SystemResult:
     return SystemResult(
         system=raw["system"],
         pairs_per_second=raw["pairs"] / seconds,
-        tokens_per_second=raw["real_tokens"] / seconds,
+        tokens_per_second=raw["real_tokens"] / seconds if computed else None,
         p50_ms=float(np.percentile(latencies, 50)),
         p95_ms=float(np.percentile(latencies, 95)),
         p99_ms=float(np.percentile(latencies, 99)),

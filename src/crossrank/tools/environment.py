@@ -283,9 +283,14 @@ def check_cpu(facts: TorchFacts) -> list[Check]:
     machine = platform.machine()
     if machine in {"x86_64", "AMD64"} and flags and "avx2" not in flags:
         return [Check("cpu", "warn", f"{machine} without AVX2; {kernels}", "expect slow CPU scoring; use a GPU")]
-    return [
-        Check("cpu", "ok", f"{machine} {os.cpu_count()} cores, {', '.join(present) or 'no x86 SIMD flags'}; {kernels}")
-    ]
+    # bf16 pays off only where the CPU multiplies bf16 natively (AMX); elsewhere int8 is the fast mode.
+    fastest = (
+        "fastest CPU mode: dtype='bfloat16' on AMX (measure with crossrank bench --dtype bfloat16)"
+        if "amx_bf16" in flags
+        else "fastest CPU mode: backend='onnx', quantize='int8' (bfloat16 would be slow without AMX)"
+    )
+    present_text = ", ".join(present) or "no x86 SIMD flags"
+    return [Check("cpu", "ok", f"{machine} {os.cpu_count()} cores, {present_text}; {kernels}; {fastest}")]
 
 
 def _usable_cores() -> float:

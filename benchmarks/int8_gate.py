@@ -1,0 +1,61 @@
+"""The int8 accuracy gate: Spearman rho between int8 (ONNX) and float32 (torch) scores on judged data.
+
+    python benchmarks/int8_gate.py --model ../shared/models/minilm-l6-distilled-reranker-en \
+        --data ../shared/data/en_beir_dbpedia_subset --queries 15 --docs 30
+
+NDCG@10 of both comes from `crossrank eval` (see BENCHMARKS.md); this adds the rank correlation of
+the scores themselves, pair by pair, and the share of queries whose top-1 document is unchanged.
+The model folder is copied to a temporary folder first, so the ONNX export is not written into it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from scipy.stats import spearmanr
+
+from crossrank import Reranker
+
+
+def judged_pairs(folder: Path, queries: int, docs: int) -> list[tuple[str, list[str]]]:
+    """The first ``queries`` queries of a BEIR folder with their first ``docs`` candidates (title + text)."""
+    corpus = {}
+    for line in (folder / "corpus.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        corpus[row["_id"]] = f"{row.get('title', '')} {row['text']}".strip()
+    texts = {row["_id"]: row["text"] for row in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
+    candidates = [json.loads(line) for line in (folder / "candidates.jsonl").read_text().splitlines()][:queries]
+    return [(texts[c["query_id"]], [corpus[d] for d in c["doc_ids"][:docs] if d in corpus]) for c in candidates]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--queries", type=int, default=15)
+    parser.add_argument("--docs", type=int, default=30)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="int8-gate-"))
+    try:
+        model = shutil.copytree(args.model, work / "model")
+        items = judged_pairs(args.data, args.queries, args.docs)
+        with Reranker(str(model), device="cpu") as fp32, Reranker(str(model), backend="onnx", quantize="int8") as int8:
+            exact, fast, same_top = [], [], 0
+            for query, documents in items:
+                a = fp32.score([(query, d) for d in documents])
+                b = int8.score([(query, d) for d in documents])
+                exact += a
+                fast += b
+                same_top += a.index(max(a)) == b.index(max(b))
+        rho = spearmanr(exact, fast).statistic
+        print(f"{len(exact)} pairs, {len(items)} queries: Spearman rho {rho:.4f}, top-1 kept {same_top}/{len(items)}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
