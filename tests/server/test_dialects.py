@@ -211,3 +211,22 @@ def test_long_document_options_on_every_route(server: ServerProcess) -> None:
     capped = post(server, "/v2/rerank", {"query": QUERY, "documents": [long_document], "max_tokens_per_doc": 16})
     assert capped.status_code == 200
     assert post(server, "/v1/rerank", {"query": QUERY, "documents": ["d"], "aggregate": "median"}).status_code == 422
+
+
+def test_chunked_documents_carry_their_evidence_span_on_every_route(server: ServerProcess) -> None:
+    evidence = "The giant panda is a bear native to China."
+    long_document = "The stock market closed lower on Tuesday. " * 150 + evidence
+    documents = [long_document, "hi"]
+    answers = {
+        "/v2/rerank": post(server, "/v2/rerank", {"query": QUERY, "documents": documents}).json()["results"],
+        "/v1/rerank": post(server, "/v1/rerank", {"query": QUERY, "documents": documents}).json()["results"],
+        "/rerank": post(server, "/rerank", {"query": QUERY, "texts": documents}).json(),
+    }
+    for route, results in answers.items():
+        by_index = {r["index"]: r for r in results}
+        chunked, short = by_index[0], by_index[1]
+        assert chunked["chunks"] > 1, route
+        span = chunked["span"]
+        assert evidence in long_document[span["start"] : span["end"]], route
+        assert span["end"] - span["start"] < len(long_document)
+        assert "span" not in short and "chunks" not in short, route  # one-window documents: the upstream shape

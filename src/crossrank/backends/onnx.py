@@ -171,6 +171,8 @@ class OnnxBackend:
         if (self._folder / _MANIFEST).is_file():
             _log.info("reusing the ONNX export in %s", self._folder)
             return self.export_path, True
+        # A folder without its manifest is an export that never finished (or was tampered with).
+        shutil.rmtree(self._folder, ignore_errors=True)
         work = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
         try:
             manifest = self._build(work)

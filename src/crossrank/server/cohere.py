@@ -18,6 +18,7 @@ from crossrank.server.schemas import (
     CohereV2Result,
     DocumentObject,
     EchoedDocument,
+    Evidence,
     Meta,
     RerankV1Request,
     RerankV1Response,
@@ -87,6 +88,7 @@ def v1_response(
                 index=r.index,
                 relevance_score=r.relevance_score,
                 document=_echo(documents[r.index]) if echo else None,
+                **Evidence.of(r),
             )
             for r in result.results
         ],
@@ -105,7 +107,9 @@ async def rerank_v2(body: CohereV2Request, request: Request, response: Response,
     result = await service.rerank(request, response, call)
     return CohereV2Response(
         id=str(uuid.uuid4()),
-        results=[CohereV2Result(index=r.index, relevance_score=r.relevance_score) for r in result.results],
+        results=[
+            CohereV2Result(index=r.index, relevance_score=r.relevance_score, **Evidence.of(r)) for r in result.results
+        ],
         meta=_meta("2", len(texts)),
     )
 

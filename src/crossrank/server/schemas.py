@@ -7,9 +7,11 @@ keep working. Responses leave absent optional fields out rather than sending ``n
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from crossrank.types import ScoredDocument
 
 __all__ = [
     "CohereV2Request",
@@ -119,7 +121,29 @@ class Meta(BaseModel):
     billed_units: BilledUnits
 
 
-class CohereV2Result(BaseModel):
+class EvidenceSpan(BaseModel):
+    """Characters ``[start, end)`` of the document: ``document[start:end]`` is the best window."""
+
+    start: int
+    end: int
+
+
+class Evidence(BaseModel):
+    """crossrank extension, only on documents read in several windows (absent otherwise)."""
+
+    span: EvidenceSpan | None = Field(default=None, description="the best-scoring window's characters")
+    chunks: int | None = Field(default=None, description="windows the document was scored in")
+
+    @classmethod
+    def of(cls, document: ScoredDocument) -> dict[str, Any]:
+        """``span`` and ``chunks`` of a chunked document, as fields for a result model; else none."""
+        if document.chunks <= 1 or document.span is None:
+            return {}
+        span = EvidenceSpan(start=document.span.start, end=document.span.end)
+        return {"span": span, "chunks": document.chunks}
+
+
+class CohereV2Result(Evidence):
     index: int
     relevance_score: float
 
@@ -136,7 +160,7 @@ class EchoedDocument(BaseModel):
     text: str | None = None
 
 
-class RerankV1Result(BaseModel):
+class RerankV1Result(Evidence):
     index: int
     relevance_score: float
     document: EchoedDocument | None = None
@@ -154,7 +178,7 @@ class RerankV1Response(BaseModel):
     meta: Meta
 
 
-class TeiRank(BaseModel):
+class TeiRank(Evidence):
     index: int
     score: float
     text: str | None = None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from crossrank.server.cohere import document_texts, long_document_options, v1_response
 from crossrank.server.errors import EmptyTextsError
-from crossrank.server.schemas import RerankV1Response, TeiRank, TeiRerankRequest
+from crossrank.server.schemas import Evidence, RerankV1Response, TeiRank, TeiRerankRequest
 from crossrank.server.service import RerankCall, RerankService, get_service
 
 __all__ = ["router"]
@@ -45,6 +45,7 @@ async def rerank(
             index=r.index,
             score=r.score if body.raw_scores else r.relevance_score,
             text=body.texts[r.index] if body.return_text else None,
+            **Evidence.of(r),
         )
         for r in result.results
     ]
