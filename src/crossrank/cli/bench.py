@@ -73,6 +73,9 @@ def bench(
         else:
             spec = ModelSpec(name_or_path=name, revision=config.revision, cache_dir=config.cache_dir)
             model_dir = resolve_model(spec).path
+        runtime = config.reranker_kwargs(
+            device=device, dtype=dtype, backend=backend, quantize=quantize, max_length=max_length
+        )
         options = BenchOptions(
             model=str(model_dir),
             workload=workload,
@@ -82,11 +85,7 @@ def bench(
             seed=seed,
             compare=tuple(p.strip() for p in (compare or "").split(",") if p.strip()),
             peer_python=peer_python,
-            device=device or config.device,
-            dtype=dtype or config.dtype,
-            backend=backend or config.backend,
-            quantize=quantize or config.quantize,
-            max_length=max_length or config.max_length,
+            **{key: runtime[key] for key in ("device", "dtype", "backend", "quantize", "max_length")},
         )
         with task_progress("queries") as progress:
             report = run_bench(options, target_rps=target_rps, progress=progress)

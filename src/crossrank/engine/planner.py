@@ -32,7 +32,7 @@ def plan_batches(lengths: Sequence[int], options: BatchingOptions) -> list[list[
     sizes = [lengths[i] for i in order]
     count = len(order)
     # cost[j]: least cost of batching the first j items; cut[j]: where the last of those batches starts.
-    cost = [0] + [0] * count
+    cost = [0] * (count + 1)
     cut = [0] * (count + 1)
     for end in range(1, count + 1):
         best, start_of_best = -1, end - 1
