@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 LONG_EN = " ".join(
     f"Sentence {i} talks about pandas, bamboo forests, mountains in Sichuan and conservation work." for i in range(120)
 )
@@ -25,3 +28,14 @@ PAIRS: list[tuple[str, str]] = [
 ]
 
 LONG_QUERY = "panda " * 600
+
+
+def judged_pairs(folder: Path, queries: int, docs: int) -> list[list[str]]:
+    """(query, title + text) pairs of a BEIR folder's first ``queries`` queries and their first ``docs`` candidates."""
+    corpus = {}
+    for line in (folder / "corpus.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        corpus[row["_id"]] = f"{row.get('title', '')} {row['text']}".strip()
+    texts = {row["_id"]: row["text"] for row in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
+    candidates = [json.loads(line) for line in (folder / "candidates.jsonl").read_text().splitlines()][:queries]
+    return [[texts[c["query_id"]], corpus[d]] for c in candidates for d in c["doc_ids"][:docs] if d in corpus]

@@ -18,9 +18,13 @@ DATA = SHARED / "data"
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for a child Python that must import this checkout's crossrank."""
+    """Environment for a child Python that must import this checkout's crossrank.
+
+    Children score in float32 (CROSSRANK_DTYPE), as the in-process fixtures do: on AMX CPUs ``auto`` means
+    bfloat16 autocast, whose scores differ from the float32 references beyond the tests' 1e-4.
+    """
     paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
+    return {**os.environ, "CROSSRANK_DTYPE": "float32", "PYTHONPATH": os.pathsep.join(paths), **extra}
 
 
 def _shared(path: Path) -> Path:
@@ -66,13 +70,13 @@ def tiny_xlmr_dir(
 
 @pytest.fixture(scope="session")
 def english_reranker(english_model_dir: Path) -> Iterator[Reranker]:
-    with Reranker(str(english_model_dir), device="cpu") as reranker:
+    with Reranker(str(english_model_dir), device="cpu", dtype="float32") as reranker:
         yield reranker
 
 
 @pytest.fixture(scope="session")
 def tiny_reranker(tiny_xlmr_dir: Path) -> Iterator[Reranker]:
-    with Reranker(str(tiny_xlmr_dir), device="cpu") as reranker:
+    with Reranker(str(tiny_xlmr_dir), device="cpu", dtype="float32") as reranker:
         yield reranker
 
 

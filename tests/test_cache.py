@@ -91,7 +91,7 @@ def test_lru_stays_within_its_bounds_under_unique_keys() -> None:
 
 
 def test_reranker_with_a_cache(english_model_dir: Path, english_reranker: Reranker) -> None:
-    with Reranker(str(english_model_dir), device="cpu", cache_size=100) as cached:
+    with Reranker(str(english_model_dir), device="cpu", dtype="float32", cache_size=100) as cached:
         first = cached.rerank(QUERY, DOCS)
         second = cached.rerank(QUERY, DOCS)
         assert second.usage.cached_documents == len(DOCS)

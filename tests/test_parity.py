@@ -26,7 +26,9 @@ def model_dir(request: pytest.FixtureRequest, english_model_dir: Path, tiny_xlmr
 @pytest.mark.parametrize("max_length", [64, 512])
 def test_equal_to_flagembedding_algorithm(model_dir: Path, max_length: int) -> None:
     expected = flag_scores(model_dir, ALL_PAIRS, max_length)
-    with Reranker(str(model_dir), device="cpu", max_length=max_length, max_batch_size=4, aggregate="first") as reranker:
+    with Reranker(
+        str(model_dir), device="cpu", dtype="float32", max_length=max_length, max_batch_size=4, aggregate="first"
+    ) as reranker:
         got = reranker.compute_score(ALL_PAIRS)
         normalized = reranker.compute_score(ALL_PAIRS, normalize=True)
     np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0)
@@ -41,7 +43,7 @@ def test_equal_to_sentence_transformers_where_policies_agree(model_dir: Path, ma
     pairs = [p for p in ALL_PAIRS if policies_agree(hf, *p, max_length)]
     assert len(pairs) >= len(PAIRS) - 1  # the long query is the case where they differ
     expected = st_scores(model_dir, pairs, max_length)
-    with Reranker(str(model_dir), device="cpu", max_length=max_length, aggregate="first") as reranker:
+    with Reranker(str(model_dir), device="cpu", dtype="float32", max_length=max_length, aggregate="first") as reranker:
         got = reranker.score(pairs)
     np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0)
 

@@ -11,7 +11,8 @@ from crossrank.config import CacheOptions, ModelSpec, RuntimeOptions, Truncation
 from crossrank.engine.cache import CachedScorer, open_cache
 from crossrank.engine.scorer import RequestScorer, Scorer
 from crossrank.engine.tokenizer import PairTokenizer
-from crossrank.errors import ConfigError
+from crossrank.errors import ConfigError, UnsupportedModelError
+from crossrank.models.formats import check_tokenizer_json
 from crossrank.models.info import ModelInfo
 from crossrank.models.resolve import resolve_model
 
@@ -47,7 +48,11 @@ def load_model(
     started = time.perf_counter()
     info = resolve_model(spec)
     check_max_length(truncation, info)
-    tokenizer = PairTokenizer.from_pretrained(info.path, trust_remote_code=spec.trust_remote_code)
+    try:
+        tokenizer = PairTokenizer.from_pretrained(info.path, trust_remote_code=spec.trust_remote_code)
+    except UnsupportedModelError:
+        check_tokenizer_json(info.path)  # a corrupt file is named, with the download that fixes it
+        raise
     runner = load_backend(
         backend,
         info.path,

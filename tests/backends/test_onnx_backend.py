@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from cases import PAIRS
+from cases import PAIRS, judged_pairs
 from conftest import build_tiny_xlmr, subprocess_env
 from reference import policies_agree, st_scores
 from test_reranker import KEYWORD_TRAPS
@@ -42,12 +42,12 @@ def english_copy(tmp_path_factory: pytest.TempPathFactory, english_model_dir: Pa
 
 @pytest.fixture(scope="module")
 def english_onnx(english_copy: Path) -> Reranker:
-    return Reranker(str(english_copy), device="cpu", backend="onnx")
+    return Reranker(str(english_copy), device="cpu", dtype="float32", backend="onnx")
 
 
 @pytest.fixture(scope="module")
 def english_int8(english_copy: Path) -> Reranker:
-    return Reranker(str(english_copy), device="cpu", backend="onnx", quantize="int8")
+    return Reranker(str(english_copy), device="cpu", dtype="float32", backend="onnx", quantize="int8")
 
 
 def test_fp32_equals_sentence_transformers_on_the_real_model(english_onnx: Reranker, english_copy: Path) -> None:
@@ -56,7 +56,7 @@ def test_fp32_equals_sentence_transformers_on_the_real_model(english_onnx: Reran
     hf = AutoTokenizer.from_pretrained(english_copy)
     pairs = [p for p in PAIRS if policies_agree(hf, *p, 512)]  # where both cut long pairs alike
     assert len(pairs) >= len(PAIRS) - 2
-    with Reranker(str(english_copy), device="cpu", backend="onnx", aggregate="first") as rr:
+    with Reranker(str(english_copy), device="cpu", dtype="float32", backend="onnx", aggregate="first") as rr:
         got = rr.score(pairs)
     np.testing.assert_allclose(got, st_scores(english_copy, pairs, 512), atol=1e-4, rtol=0)
     assert english_onnx.device == "cpu"
@@ -69,7 +69,10 @@ def test_fp32_equals_torch_on_a_tiny_xlmr(
 ) -> None:
     model_dir = build_tiny_xlmr(tmp_path / "tiny", xlmr_tokenizer_dir, m3_config, seed=3)
     pairs = [list(p) for p in PAIRS]
-    with Reranker(str(model_dir), device="cpu") as torch_rr, Reranker(str(model_dir), backend="onnx") as onnx_rr:
+    with (
+        Reranker(str(model_dir), device="cpu", dtype="float32") as torch_rr,
+        Reranker(str(model_dir), backend="onnx") as onnx_rr,
+    ):
         np.testing.assert_allclose(onnx_rr.compute_score(pairs), torch_rr.compute_score(pairs), atol=1e-4, rtol=0)
         # Batches of mixed lengths and sizes: no shape was frozen into the graph.
         documents = ["word " * n for n in (1, 7, 60, 300, 900)]
@@ -88,14 +91,7 @@ def test_int8_keeps_the_top_1(english_int8: Reranker, query: str, relevant: str,
 
 
 def test_int8_ranks_like_fp32_on_judged_data(english_int8: Reranker, english_onnx: Reranker, shared_data: Path) -> None:
-    folder = shared_data / "en_beir_dbpedia_subset"
-    corpus = {}
-    for line in (folder / "corpus.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        corpus[row["_id"]] = f"{row.get('title', '')} {row['text']}".strip()
-    queries = {row["_id"]: row["text"] for row in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
-    candidates = [json.loads(line) for line in (folder / "candidates.jsonl").read_text().splitlines()][:8]
-    pairs = [[queries[c["query_id"]], corpus[d]] for c in candidates for d in c["doc_ids"][:25] if d in corpus]
+    pairs = judged_pairs(shared_data / "en_beir_dbpedia_subset", queries=8, docs=25)
     assert len(pairs) >= 150
     fp32 = english_onnx.compute_score(pairs)
     int8 = english_int8.compute_score(pairs)
@@ -123,7 +119,10 @@ def test_export_is_reused_and_invalidated(
 
     # New weights (another seed, saved over the old ones): a new export with the new model's scores.
     build_tiny_xlmr(model_dir, xlmr_tokenizer_dir, m3_config, seed=6)
-    with Reranker(str(model_dir), backend="onnx") as onnx_rr, Reranker(str(model_dir), device="cpu") as torch_rr:
+    with (
+        Reranker(str(model_dir), backend="onnx") as onnx_rr,
+        Reranker(str(model_dir), device="cpu", dtype="float32") as torch_rr,
+    ):
         after = onnx_rr.compute_score(["q", "a document"])
         np.testing.assert_allclose(after, torch_rr.compute_score(["q", "a document"]), atol=1e-4)
     assert after != pytest.approx(before)
@@ -177,7 +176,7 @@ sys.exit("no error raised")
     assert "free disk space" in out.stdout
     assert not any((model_dir / ".crossrank").iterdir())  # the half-written export is gone
     # With room again, the same folder exports and scores.
-    with Reranker(str(model_dir), device="cpu", backend="onnx") as rr:
+    with Reranker(str(model_dir), device="cpu", dtype="float32", backend="onnx") as rr:
         assert len(rr.compute_score([["q", "d"], ["q", "e"]])) == 2
 
 

@@ -193,7 +193,9 @@ def test_aggregation_equals_per_window_scores_from_transformers(english_model_di
     document = BURIED[:2600] + " " + SENTENCE + " " + _filler(8, seed=1)
     window_scores, window_texts = _reference_windows(english_model_dir, QUERY, document, 128)
     assert len(window_scores) >= 5
-    with Reranker(str(english_model_dir), device="cpu", max_length=128, aggregate=aggregation) as reranker:
+    with Reranker(
+        str(english_model_dir), device="cpu", dtype="float32", max_length=128, aggregate=aggregation
+    ) as reranker:
         (result,) = reranker.rerank(QUERY, [document]).results
     scores = window_scores[:1] if aggregation == "first" else window_scores
     expected = aggregate(np.asarray(scores, dtype=np.float32), Aggregation.parse(aggregation))
@@ -211,7 +213,7 @@ def test_aggregation_equals_per_window_scores_from_transformers(english_model_di
 
 def test_a_sentence_buried_at_the_end_is_found_by_max_and_missed_by_first(english_model_dir: Path) -> None:
     documents = [BURIED, "Paris is the capital of France."]
-    with Reranker(str(english_model_dir), device="cpu", max_length=128) as reranker:
+    with Reranker(str(english_model_dir), device="cpu", dtype="float32", max_length=128) as reranker:
         first = reranker.rerank(QUERY, documents, aggregate="first")
         best = reranker.rerank(QUERY, documents)  # the default, max
         tail = reranker.rerank(QUERY, documents, aggregate="first", truncation_direction="left")
@@ -231,7 +233,7 @@ def test_a_sentence_buried_at_the_end_is_found_by_max_and_missed_by_first(englis
 
 def test_documents_that_fit_score_exactly_as_unchunked(english_model_dir: Path) -> None:
     short = [(q, d) for q, d in PAIRS if len(d) < 300]
-    with Reranker(str(english_model_dir), device="cpu") as truncating:
+    with Reranker(str(english_model_dir), device="cpu", dtype="float32") as truncating:
         truncating.chunking = ChunkingOptions(aggregate="first")
         expected = truncating.score(short)
         for aggregation in ("max", "mean", "topk_mean:3"):

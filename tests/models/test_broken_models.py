@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -221,6 +222,31 @@ def test_missing_shard_is_an_interrupted_download(model_copy: Path, english_mode
     save_file({k: weights[k] for k in names[50:]}, model_copy / "model-00002-of-00002.safetensors")
     assert read_model_info(model_copy).weights == "safetensors"
     assert np.array_equal(load_file(model_copy / "model-00002-of-00002.safetensors")[names[60]], weights[names[60]])
+
+
+def test_a_shard_index_naming_files_outside_the_folder_is_refused(model_copy: Path, tmp_path: Path) -> None:
+    # The index comes with a downloaded folder: it must not make the loader read weights from elsewhere.
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes(b"not read")
+    (model_copy / "model.safetensors").unlink()
+    for name in ("../elsewhere.safetensors", str(outside)):
+        (model_copy / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": name}}))
+        error = _raises(model_copy, IntegrityError, "names weight shards outside the model folder", "source you trust")
+        assert name in error.message
+
+
+def test_a_manifest_naming_files_outside_the_folder_fails_verify(model_copy: Path, tmp_path: Path) -> None:
+    write_manifest(model_copy, repo_id="org/minilm", revision=None, commit=None)
+    manifest = json.loads((model_copy / MANIFEST_NAME).read_text())
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # reading it would hang verify: it must not be opened
+    manifest["files"]["../../etc/passwd"] = {"size": 1, "sha256": "0" * 64}
+    manifest["files"][str(fifo)] = {"size": 1, "sha256": "0" * 64}
+    (model_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    checksums = next(c for c in verify_model(model_copy).checks if c.name == "checksums")
+    assert checksums.status == "fail"
+    assert "'../../etc/passwd' is not a file of the model folder" in checksums.detail
+    assert f"{str(fifo)!r} is not a file of the model folder" in checksums.detail
 
 
 def test_manifest_is_not_listed_in_itself(model_copy: Path) -> None:

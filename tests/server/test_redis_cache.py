@@ -62,7 +62,7 @@ def test_two_servers_share_one_cache(redis: RedisServer, english_model_dir: Path
 def test_partial_hits_in_redis_equal_an_uncached_run(
     redis: RedisServer, english_model_dir: Path, english_reranker: Reranker
 ) -> None:
-    with Reranker(str(english_model_dir), device="cpu", cache_url=redis.url()) as cached:
+    with Reranker(str(english_model_dir), device="cpu", dtype="float32", cache_url=redis.url()) as cached:
         cached.rerank(QUERY, DOCS[:2])
         mixed = ["a new document about bears", DOCS[1], DOCS[0], "another new one"]
         result = cached.rerank(QUERY, mixed)
@@ -75,7 +75,9 @@ def test_entries_expire_after_their_ttl(redis: RedisServer, english_model_dir: P
     import redis as redis_py
 
     client = redis_py.Redis.from_url(redis.url())
-    with Reranker(str(english_model_dir), device="cpu", cache_url=redis.url(), cache_ttl=1, cache_prefix="t:") as rr:
+    with Reranker(
+        str(english_model_dir), device="cpu", dtype="float32", cache_url=redis.url(), cache_ttl=1, cache_prefix="t:"
+    ) as rr:
         rr.rerank(QUERY, DOCS)
         keys = client.keys("t:*")
         assert len(keys) == len(DOCS)

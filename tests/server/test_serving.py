@@ -121,6 +121,8 @@ def test_overload_answers_429_with_retry_after_and_stays_healthy(strict_server: 
     after = _metrics(strict_server, _auth())
     refused = metric(after, "crossrank_requests_total", route="/v2/rerank", status="429")
     assert refused - metric(before, "crossrank_requests_total", route="/v2/rerank", status="429") == codes.count(429)
+    overloaded = metric(after, "crossrank_overloaded_requests_total")
+    assert overloaded - metric(before, "crossrank_overloaded_requests_total") == codes.count(429)
     assert httpx.get(strict_server.url + "/health").status_code == 200
     ok = httpx.post(strict_server.url + "/v2/rerank", json={"query": "q", "documents": ["d"]}, headers=_auth())
     assert ok.status_code == 200

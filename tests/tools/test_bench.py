@@ -14,13 +14,14 @@ import pytest
 from conftest import subprocess_env
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.errors import ConfigError
-from crossrank.tools.bench import BenchOptions, SystemResult, make_workload, plan_capacity
+from crossrank.tools.bench import BenchOptions, SystemResult, make_workload, model_flops, plan_capacity
 
 _NUMBER = {"type": "number"}
 _RESULT = {
     "type": "object",
     "required": [
         "system",
+        "precision",
         "pairs_per_second",
         "tokens_per_second",
         "p50_ms",
@@ -34,10 +35,14 @@ _RESULT = {
         "pairs",
         "requests",
         "seconds",
+        "model_tflops",
+        "mfu",
+        "gpu",
         "error",
     ],
     "properties": {
         "system": {"type": "string"},
+        "precision": {"type": "string"},
         "pairs_per_second": _NUMBER,
         "tokens_per_second": {"type": ["number", "null"]},
         "p50_ms": _NUMBER,
@@ -48,6 +53,9 @@ _RESULT = {
         "peak_gpu_bytes": {"type": ["integer", "null"]},
         "pairs": {"type": "integer"},
         "requests": {"type": "integer"},
+        "model_tflops": {"type": ["number", "null"]},
+        "mfu": {"type": ["number", "null"]},
+        "gpu": {"type": ["string", "null"]},
         "error": {"type": ["string", "null"]},
     },
 }
@@ -111,7 +119,9 @@ def test_workload_follows_its_seed(tokenizer: PairTokenizer) -> None:
 
 def test_capacity_plan() -> None:
     # 10 requests in 5 s: 0.5 s each, 2 requests/s per replica.
-    result = SystemResult("crossrank", 40.0, 4000.0, 480.0, 600.0, 650.0, 0.9, 1, None, 1.0, 2.0, 200, 10, 5.0)
+    result = SystemResult(
+        "crossrank", "torch float32", 40.0, 4000.0, 480.0, 600.0, 650.0, 0.9, 1, None, 1.0, 2.0, 200, 10, 5.0
+    )
     plan = plan_capacity(result, 37.5)
     assert plan.rps_per_replica == pytest.approx(2.0)
     assert plan.replicas == 19  # 37.5 / 2 = 18.75
@@ -127,11 +137,25 @@ def test_capacity_plan() -> None:
         ({"workload": "huge"}, "workload 'huge'"),
         ({"compare": ("tei",)}, "unknown peer 'tei'"),
         ({"docs": 0}, "least 1"),
+        ({"peak_tflops": 0.0}, "peak_tflops must be positive"),
     ],
 )
 def test_bad_options(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         BenchOptions(model="m", **options)
+
+
+def test_model_flops_of_the_m3_shape(m3_config: dict[str, Any]) -> None:
+    # 24 layers x (4 h^2 + 2 h i) = 302M weights in the matrices: 2 FLOPs each per token (604 MFLOP), plus
+    # attention's 4 h per token pair: 24 x 4 x 1024 x 512 = 50 MFLOP per token of a 512-token sequence.
+    per_token = model_flops(m3_config, 512, 512 * 512)
+    assert per_token is not None
+    assert per_token / 512 == pytest.approx(2 * 24 * (4 * 1024**2 + 2 * 1024 * 4096) + 4 * 24 * 1024 * 512)
+    assert per_token / 512 == pytest.approx(654e6, rel=0.01)
+    # Attention grows with the square of the length; padding adds nothing (the counts are of real tokens).
+    two_short = model_flops(m3_config, 512, 2 * 256**2)
+    assert two_short is not None and two_short < per_token
+    assert model_flops({"model_type": "t5"}, 10, 100) is None
 
 
 @pytest.mark.slow
@@ -149,6 +173,8 @@ def test_bench_end_to_end_with_a_peer(tiny_xlmr_dir: Path, tmp_path: Path) -> No
         "50",
         "--plot",
         str(tmp_path / "bench.png"),
+        "--peak-tflops",
+        "0.5",
         "--json",
     )
     assert out.returncode == 0, out.stderr
@@ -156,6 +182,8 @@ def test_bench_end_to_end_with_a_peer(tiny_xlmr_dir: Path, tmp_path: Path) -> No
     jsonschema.validate(report, REPORT_SCHEMA)
     ours, peer = report["results"]
     assert (ours["system"], peer["system"]) == ("crossrank", "sentence-transformers")
+    assert peer["precision"] == "torch float32"
+    assert ours["precision"] in ("torch float32", "torch bfloat16-autocast")
     for result in (ours, peer):
         assert result["error"] is None
         assert result["pairs"] == 36
@@ -165,6 +193,10 @@ def test_bench_end_to_end_with_a_peer(tiny_xlmr_dir: Path, tmp_path: Path) -> No
         assert 0 < result["padding_efficiency"] <= 1
         assert result["first_score_seconds"] >= result["load_seconds"] > 0
     assert ours["tokens_per_second"] > 0
+    for result in (ours, peer):  # both ran torch on the CPU: FLOPs counted at the embedding, MFU from --peak-tflops
+        assert result["gpu"] is None
+        assert result["model_tflops"] > 0
+        assert result["mfu"] == pytest.approx(result["model_tflops"] / 0.5)
     assert report["ratios"]["sentence-transformers"] == pytest.approx(
         ours["pairs_per_second"] / peer["pairs_per_second"]
     )

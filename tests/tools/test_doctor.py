@@ -184,7 +184,7 @@ def test_fake_installs_keras3_next_to_tensorflow(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize(
     ("flags", "hint"),
-    [({"avx2", "avx512f", "amx_tile", "amx_bf16"}, "dtype='bfloat16' on AMX"), ({"avx2"}, "quantize='int8'")],
+    [({"avx2", "avx512f", "amx_tile", "amx_bf16"}, "bfloat16 autocast on this AMX CPU"), ({"avx2"}, "quantize='int8'")],
 )
 def test_cpu_check_names_the_fastest_mode_for_these_flags(
     monkeypatch: pytest.MonkeyPatch, flags: set[str], hint: str

@@ -298,16 +298,19 @@ def print_bench(report: BenchReport) -> None:
         f"{workload['document_tokens_min']}-{workload['document_tokens_max']} tokens "
         f"(mean {workload['document_tokens_mean']:.0f}), seed {workload['seed']}"
     )
-    table = Table("system", "pairs/s", "tokens/s", "p50 ms", "p95 ms", "p99 ms", "padding eff.", "peak RSS MiB")
-    for column in ("peak GPU MiB", "load s", "first score s"):
+    table = Table(
+        "system", "precision", "pairs/s", "tokens/s", "p50 ms", "p95 ms", "p99 ms", "padding eff.", "peak RSS MiB"
+    )
+    for column in ("model TFLOP/s", "MFU", "peak GPU MiB", "load s", "first score s"):
         table.add_column(column)
     for r in report.results:
         if r.error is not None:
-            table.add_row(escape(r.system), f"[red]failed: {escape(r.error)}[/]")
+            table.add_row(escape(r.system), "", f"[red]failed: {escape(r.error)}[/]")
             continue
         padding = "-" if r.padding_efficiency is None else f"{r.padding_efficiency:.0%}"
         table.add_row(
             escape(r.system),
+            escape(r.precision),
             f"{r.pairs_per_second:,.2f}",
             "-" if r.tokens_per_second is None else f"{r.tokens_per_second:,.0f}",
             f"{r.p50_ms:,.0f}",
@@ -315,12 +318,14 @@ def print_bench(report: BenchReport) -> None:
             f"{r.p99_ms:,.0f}",
             padding,
             _mib(r.peak_rss_bytes),
+            "-" if r.model_tflops is None else f"{r.model_tflops:,.2f}",
+            "-" if r.mfu is None else f"{r.mfu:.1%}",
             _mib(r.peak_gpu_bytes),
             f"{r.load_seconds:.1f}",
             f"{r.first_score_seconds:.1f}",
         )
-    # Eleven columns: a pipe or a narrow terminal (80) would squeeze every figure to "1,2…".
-    Console(highlight=False, width=max(_out.width, 160)).print(table)
+    # Fourteen columns: a pipe or a narrow terminal (80) would squeeze every figure to "1,2…".
+    Console(highlight=False, width=max(_out.width, 180)).print(table)
     for peer, ratio in report.ratios.items():
         _out.print(f"crossrank / {escape(peer)}: [bold]{ratio:.2f}x[/] pairs/s")
     if report.capacity is not None:

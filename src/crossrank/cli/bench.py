@@ -51,6 +51,13 @@ def bench(
     backend: BackendOption = None,
     quantize: QuantizeOption = None,
     max_length: MaxLengthOption = None,
+    peak_tflops: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="The device's peak TFLOP/s in the precision measured, for MFU (known GPUs' fp16/bf16 are built in).",
+        ),
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also save throughput and latency bars to this PNG.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -85,6 +92,7 @@ def bench(
             seed=seed,
             compare=tuple(p.strip() for p in (compare or "").split(",") if p.strip()),
             peer_python=peer_python,
+            peak_tflops=peak_tflops,
             **{key: runtime[key] for key in ("device", "dtype", "backend", "quantize", "max_length")},
         )
         with task_progress("queries") as progress:

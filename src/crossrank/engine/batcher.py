@@ -27,12 +27,16 @@ import numpy.typing as npt
 
 from crossrank.backends.base import Backend, EncodedBatch
 from crossrank.config import BatchingOptions
+from crossrank.engine.memory import release_free_memory
 from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest
 from crossrank.errors import ConfigError, CrossrankError, InferenceError, OverloadedError
 
 __all__ = ["BatchStats", "Batched", "MicroBatcher", "ObservedBackend", "QueueOptions"]
 
 _log = logging.getLogger(__name__)
+
+# How long the queue stays empty before the worker hands freed memory back to the OS (engine/memory.py).
+IDLE_RELEASE_S = 0.5
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -276,6 +280,13 @@ class MicroBatcher:
             live = [e for e in taken if not e.cancelled]
             if live:
                 self._score(live)
+                if self._stays_idle(IDLE_RELEASE_S):
+                    release_free_memory()
+
+    def _stays_idle(self, seconds: float) -> bool:
+        """Wait until work is queued or ``seconds`` pass; whether the queue stayed empty all that time."""
+        with self._cond:
+            return not self._cond.wait_for(lambda: bool(self._state.queue) or self._state.closing, seconds)
 
     def _score(self, entries: list[_Entry]) -> None:
         started = time.perf_counter()

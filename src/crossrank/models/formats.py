@@ -7,14 +7,16 @@ checks (headers, sizes, checksums) live in ``integrity.py``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from crossrank.errors import IncompleteModelError, IntegrityError, WeightsFormatError
 
 __all__ = [
     "TOKENIZER_FILES",
+    "check_tokenizer_json",
     "download_hint",
     "foreign_format",
+    "inside_folder",
     "partial_files",
     "require_tokenizer",
     "weight_files",
@@ -23,6 +25,7 @@ __all__ = [
 
 # Any one of these is enough for AutoTokenizer to build the model's tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
 _PICKLE_INDEX = "pytorch_model.bin.index.json"
 _SAFE_CONVERT = (
@@ -59,6 +62,15 @@ def partial_files(path: Path) -> list[Path]:
     return sorted(found)
 
 
+def inside_folder(name: str) -> bool:
+    """Whether the file name ``name`` (from an index or manifest in a model folder) stays in that folder.
+
+    Lexical: no ``..``, not absolute (the hub cache's snapshot files are links into ``blobs/``, which is fine).
+    """
+    path = PurePath(name)
+    return bool(name) and not path.is_absolute() and not path.drive and ".." not in path.parts
+
+
 def _shards(path: Path, index_name: str) -> list[Path]:
     index = path / index_name
     try:
@@ -67,7 +79,15 @@ def _shards(path: Path, index_name: str) -> list[Path]:
         raise IntegrityError(
             f"{index} is not a readable shard index: {exc}", fix=f"download the model again: {download_hint(path)}"
         ) from exc
-    shards = [path / name for name in sorted(set(weight_map.values()))]
+    names = sorted({str(name) for name in weight_map.values()})
+    outside = [name for name in names if not inside_folder(name)]
+    if outside:
+        # The index comes with the (possibly downloaded) folder: it must not make us read files elsewhere.
+        raise IntegrityError(
+            f"{index} names weight shards outside the model folder ({', '.join(map(repr, outside[:3]))})",
+            fix=f"download the model again from a source you trust: {download_hint(path)}",
+        )
+    shards = [path / name for name in names]
     missing = [p.name for p in shards if not p.is_file()]
     if missing:
         raise IncompleteModelError(
@@ -149,6 +169,24 @@ def weights_format(path: Path, *, allow_pickle: bool) -> str:
         f"no model weights in {path} (found: {found})",
         fix=f"download the model again; crossrank needs model.safetensors next to config.json: {download_hint(path)}",
     )
+
+
+def check_tokenizer_json(path: Path) -> None:
+    """Name the first of the folder's tokenizer JSON files that does not parse (cut short or corrupt).
+
+    Called after the tokenizer failed to load: transformers' own message quotes the JSON error but not the file.
+    """
+    for name in _TOKENIZER_JSON:
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            json.loads(file.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(
+                f"{file} is not valid JSON ({exc}): the file is cut short or corrupt",
+                fix=f"download the model again: {download_hint(path)}",
+            ) from None
 
 
 def require_tokenizer(path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.errors import IncompleteModelError, IntegrityError
-from crossrank.models.formats import download_hint
+from crossrank.models.formats import download_hint, inside_folder
 
 __all__ = [
     "MANIFEST_NAME",
@@ -159,6 +159,10 @@ def compare_manifest(folder: Path, expected: dict[str, tuple[int | None, str | N
     """Files of ``folder`` whose size or sha256 differs from ``expected`` (name -> (size, sha256); None: unknown)."""
     problems = []
     for name, (size, sha) in sorted(expected.items()):
+        if not inside_folder(name):
+            # A manifest comes with the folder: it must not make us read (or hang on) files elsewhere.
+            problems.append(f"{name!r} is not a file of the model folder")
+            continue
         file = folder / name
         if not file.is_file():
             problems.append(f"{name} is missing")

@@ -18,7 +18,7 @@ from crossrank.reranker import Reranker
 from crossrank.server import cohere, ops, tei
 from crossrank.server.errors import install_error_handlers
 from crossrank.server.metrics import Metrics
-from crossrank.server.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware
+from crossrank.server.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, document_auth
 from crossrank.server.options import ServerOptions
 from crossrank.server.service import RerankService, ServerState
 
@@ -108,6 +108,8 @@ def create_app(
     # read a body; CORS outside auth, so browsers' preflight requests (which carry no key) pass.
     app.add_middleware(BodyLimitMiddleware, limit=options.max_body_bytes)
     app.add_middleware(AuthMiddleware, keys=options.api_keys)
+    if options.api_keys:
+        document_auth(app)
     if options.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from crossrank.errors import InputError
+from crossrank.server.errors import RERANK_ERRORS, documented_errors
 from crossrank.server.schemas import (
+    MAX_NESTING,
     ApiVersion,
     BilledUnits,
     CohereV2Request,
@@ -24,6 +26,7 @@ from crossrank.server.schemas import (
     RerankV1Response,
     RerankV1Result,
     TokenUsage,
+    utf8_safe,
 )
 from crossrank.server.service import RerankCall, RerankService, get_service
 from crossrank.types import RerankResult
@@ -41,6 +44,8 @@ def document_texts(documents: Sequence[str | DocumentObject], rank_fields: Seque
         if isinstance(document, str):
             texts.append(document)
             continue
+        if document.nests_too_deep():
+            raise InputError(f"documents[{i}]: its fields nest more than {MAX_NESTING} lists and objects deep")
         fields: dict[str, Any] = document.model_dump(exclude_none=True)
         if rank_fields:
             lines = [f"{name}: {fields[name]}" for name in rank_fields if name in fields]
@@ -63,8 +68,8 @@ def long_document_options(**options: Any) -> dict[str, Any]:
 
 def _echo(document: str | DocumentObject) -> EchoedDocument:
     if isinstance(document, str):
-        return EchoedDocument(text=document)
-    return EchoedDocument(**document.model_dump(exclude_none=True))
+        return EchoedDocument(text=utf8_safe(document))
+    return EchoedDocument(**utf8_safe(document.model_dump(exclude_none=True)))
 
 
 def _meta(version: str, documents: int) -> Meta:
@@ -96,7 +101,12 @@ def v1_response(
     )
 
 
-@router.post("/v2/rerank", response_model=CohereV2Response, response_model_exclude_none=True)
+@router.post(
+    "/v2/rerank",
+    response_model=CohereV2Response,
+    response_model_exclude_none=True,
+    responses=documented_errors("/v2/rerank", *RERANK_ERRORS),
+)
 async def rerank_v2(body: CohereV2Request, request: Request, response: Response, service: Service) -> CohereV2Response:
     """Cohere v2 rerank: results ``{index, relevance_score}`` by relevance, highest first."""
     texts = document_texts(body.documents)
@@ -114,7 +124,12 @@ async def rerank_v2(body: CohereV2Request, request: Request, response: Response,
     )
 
 
-@router.post("/v1/rerank", response_model=RerankV1Response, response_model_exclude_none=True)
+@router.post(
+    "/v1/rerank",
+    response_model=RerankV1Response,
+    response_model_exclude_none=True,
+    responses=documented_errors("/v1/rerank", *RERANK_ERRORS),
+)
 async def rerank_v1(body: RerankV1Request, request: Request, response: Response, service: Service) -> RerankV1Response:
     """Cohere v1 and Jina rerank: documents echoed as ``{"text": ...}`` unless ``return_documents`` is false."""
     texts = document_texts(body.documents, body.rank_fields)

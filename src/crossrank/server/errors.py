@@ -25,8 +25,17 @@ from crossrank.errors import (
     ModelError,
     OverloadedError,
 )
+from crossrank.server.schemas import CohereErrorResponse, TeiErrorResponse, utf8_safe
 
-__all__ = ["ClientClosedError", "EmptyTextsError", "NotReadyError", "error_response", "install_error_handlers"]
+__all__ = [
+    "RERANK_ERRORS",
+    "ClientClosedError",
+    "EmptyTextsError",
+    "NotReadyError",
+    "documented_errors",
+    "error_response",
+    "install_error_handlers",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -60,14 +69,43 @@ _STATUS: tuple[tuple[type[CrossrankError], int, str], ...] = (
 
 _COHERE_PATHS = ("/v1/", "/v2/")
 
+# What each error status means, for the OpenAPI document (/docs); every status a route can answer is listed there.
+_MEANING = {
+    400: "The body is not valid JSON (TEI: or `texts` is empty).",
+    401: "The API key is missing or wrong (servers started with --api-key).",
+    413: "A size limit was passed: documents, characters or body bytes; the message names the field and the limit.",
+    422: "A field is missing or has the wrong type or value; the message names the field.",
+    429: "The queue is full; retry after Retry-After seconds.",
+    503: "The model is not ready (loading or failed), or the backend failed on this request's batch.",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "seconds, from recent throughput", "schema": {"type": "integer"}}},
+}
+
+# The error statuses every rerank route can answer.
+RERANK_ERRORS = (400, 401, 413, 422, 429, 503)
+
 
 def error_response(
     path: str, status: int, message: str, error_type: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """A JSON error in the shape the dialect of ``path`` uses."""
     cohere = path.startswith(_COHERE_PATHS)
+    message = utf8_safe(message)  # it may quote the request
     body: dict[str, Any] = {"message": message} if cohere else {"error": message, "error_type": error_type}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def documented_errors(path: str, *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses of the route at ``path``, in its dialect's error body."""
+    model = CohereErrorResponse if path.startswith(_COHERE_PATHS) else TeiErrorResponse
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        documented[status] = {"model": model, "description": _MEANING[status]}
+        if status in _HEADERS:
+            documented[status]["headers"] = _HEADERS[status]
+    return documented
 
 
 def _crossrank_error(request: Request, error: CrossrankError) -> JSONResponse:

@@ -13,19 +13,22 @@ import time
 import uuid
 from typing import Any
 
+from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crossrank.server.errors import error_response
 from crossrank.server.metrics import Metrics
 
-__all__ = ["AccessMiddleware", "AuthMiddleware", "BodyLimitMiddleware", "request_details"]
+__all__ = ["AccessMiddleware", "AuthMiddleware", "BodyLimitMiddleware", "document_auth", "request_details"]
 
 _access_log = logging.getLogger("crossrank.server.access")
 
 # Routes whose latency is alerted on (--slow-ms); everything else is operational.
 RERANK_ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank"})
 _KNOWN_ROUTES = RERANK_ROUTES | {"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json"}
+# Routes that answer without an API key.
+_OPEN_ROUTES = frozenset({"/health"})
 
 
 def request_details(scope: Scope) -> dict[str, Any]:
@@ -111,7 +114,7 @@ class AuthMiddleware:
         return scheme.lower() == b"bearer" and matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] == "/health":
+        if scope["type"] != "http" or not self.keys or scope["path"] in _OPEN_ROUTES:
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")
@@ -127,6 +130,26 @@ class AuthMiddleware:
             headers={"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)
+
+
+def document_auth(app: FastAPI) -> None:
+    """Declare the Bearer key in ``app``'s OpenAPI document: required on every route that ``AuthMiddleware`` guards."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()  # FastAPI keeps it in app.openapi_schema: amended once, here
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "a key given to --api-key"}
+        }
+        for path, operations in schema["paths"].items():
+            if path not in _OPEN_ROUTES:
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class _BodyTooLarge(HTTPException):

@@ -10,6 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from crossrank._version import __version__
 from crossrank.engine.cache import CachedScorer
+from crossrank.server.errors import documented_errors
+from crossrank.server.schemas import StatusResponse, TeiErrorResponse
 from crossrank.server.service import RerankService, get_service
 
 __all__ = ["router"]
@@ -18,7 +20,14 @@ router = APIRouter(tags=["operations"])
 Service = Annotated[RerankService, Depends(get_service)]
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    response_model=None,
+    responses={
+        200: {"model": StatusResponse, "description": "The process serves (the model may still be loading)."},
+        503: {"model": TeiErrorResponse, "description": "The model failed to load or the scoring worker stopped."},
+    },
+)
 async def health(service: Service) -> JSONResponse:
     """200 while the process can serve (also while the model loads); 503 once loading failed or the worker died."""
     state = service.state
@@ -29,7 +38,15 @@ async def health(service: Service) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=None,
+    responses={
+        200: {"model": StatusResponse, "description": "The model is loaded and warmed up."},
+        503: {"model": StatusResponse, "description": "The model is loading (or failed to load)."},
+        **documented_errors("/ready", 401),
+    },
+)
 async def ready(service: Service) -> JSONResponse:
     """200 once the model is loaded and warmed up; 503 before (and after a failed load)."""
     status = service.state.status
@@ -38,7 +55,7 @@ async def ready(service: Service) -> JSONResponse:
     return JSONResponse({"status": status}, status_code=503, headers={"Retry-After": "5"})
 
 
-@router.get("/info")
+@router.get("/info", responses=documented_errors("/info", 401))
 async def info(service: Service) -> dict[str, Any]:
     """The model, how it runs, and the server's limits."""
     o = service.options
@@ -76,7 +93,14 @@ async def info(service: Service) -> dict[str, Any]:
     return body
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."},
+        **documented_errors("/metrics", 401),
+    },
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition."""
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

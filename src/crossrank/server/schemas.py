@@ -1,31 +1,64 @@
 """Wire models of the rerank dialects: Cohere v2, Cohere v1 + Jina (``/v1/rerank``), TEI + vLLM (``/rerank``).
 
-Field names, types and defaults follow each upstream API (see PEERS.md). Unknown fields are
+Field names, types and defaults follow each upstream API (see PEERS.md). Types are strict, as the
+OpenAPI document says them: ``"5"`` is not an integer nor ``"true"`` a boolean (422). Unknown fields are
 ignored, so clients that send more (Cohere's ``priority``, vLLM's ``truncate_prompt_tokens``)
 keep working. Responses leave absent optional fields out rather than sending ``null``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from crossrank.types import ScoredDocument
 
 __all__ = [
+    "MAX_NESTING",
+    "CohereErrorResponse",
     "CohereV2Request",
     "CohereV2Response",
     "DocumentObject",
     "RerankV1Request",
     "RerankV1Response",
+    "StatusResponse",
+    "TeiErrorResponse",
     "TeiRank",
     "TeiRerankRequest",
+    "utf8_safe",
 ]
 
-TopN = Annotated[int | None, Field(ge=0, description="Keep the best N results; absent or 0: all.")]
+# JSON's "\ud800" decodes to a lone surrogate, which UTF-8 (and so an answer) cannot carry; the engine scores
+# it as U+FFFD, and answers that echo text show it the same way (one code point for one, so offsets hold).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_safe(value: Any) -> Any:
+    """``value`` (a string, or JSON lists and objects of them) with lone surrogates replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [utf8_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {utf8_safe(key): utf8_safe(item) for key, item in value.items()}
+    return value
+
+
+TopN = Annotated[StrictInt | None, Field(ge=0, description="Keep the best N results; absent or 0: all.")]
 MinScore = Annotated[
-    float | None,
+    StrictFloat | None,
     Field(ge=0, le=1, description="crossrank extension: drop results whose relevance_score is below this."),
 ]
 
@@ -46,6 +79,23 @@ class _Request(BaseModel):
     aggregate: Aggregate = None
 
 
+# How deep a document object's extra fields may nest: they are echoed, and JSON encoders refuse deep nesting
+# (pydantic's at 255 levels, Python's json parser accepts about 1,000).
+MAX_NESTING = 32
+
+
+def _nests_at_most(value: Any, limit: int) -> bool:
+    """Whether lists and objects in ``value`` nest ``limit`` levels deep at most (no recursion: any depth is safe)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        if children and depth >= limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
 class DocumentObject(BaseModel):
     """A document given as an object: ``text`` (Cohere v1, Jina), other fields kept (Cohere v1 echoes them)."""
 
@@ -53,6 +103,10 @@ class DocumentObject(BaseModel):
 
     text: StrictStr | None = None
     image: StrictStr | None = None
+
+    def nests_too_deep(self) -> bool:
+        """Whether the extra fields nest more than ``MAX_NESTING`` lists and objects deep."""
+        return not _nests_at_most(self.model_extra or {}, MAX_NESTING)
 
 
 Document = StrictStr | DocumentObject
@@ -65,7 +119,7 @@ class CohereV2Request(_Request):
     query: StrictStr
     documents: list[Document]
     top_n: TopN = None
-    max_tokens_per_doc: int | None = Field(default=None, ge=1, description="Cohere's default: 4096.")
+    max_tokens_per_doc: StrictInt | None = Field(default=None, ge=1, description="Cohere's default: 4096.")
 
 
 class RerankV1Request(_Request):
@@ -75,26 +129,34 @@ class RerankV1Request(_Request):
     query: StrictStr
     documents: list[Document]
     top_n: TopN = None
-    return_documents: bool = Field(
+    return_documents: StrictBool = Field(
         default=True, description="Echo each document (Jina's default; Cohere v1 clients ignore the extra field)."
     )
     rank_fields: list[StrictStr] | None = Field(
         default=None, description="Cohere v1: which fields of object documents to rank on, in order."
     )
-    max_chunks_per_doc: int | None = Field(default=None, ge=1)
+    max_chunks_per_doc: StrictInt | None = Field(default=None, ge=1)
+
+
+# Exactly one of `texts` and `documents` is a list (the validator below), as JSON Schema says it.
+_ONE_LIST: dict[str, JsonValue] = {
+    "oneOf": [{"required": [name], "properties": {name: {"type": "array"}}} for name in ("texts", "documents")]
+}
 
 
 class TeiRerankRequest(_Request):
     """``POST /rerank``: text-embeddings-inference (``texts``) or vLLM/Infinity (``documents``)."""
+
+    model_config = ConfigDict(json_schema_extra=_ONE_LIST)
 
     query: StrictStr
     texts: list[StrictStr] | None = Field(default=None, description="TEI: the candidates (answer: a bare list).")
     documents: list[Document] | None = Field(
         default=None, description="vLLM/Infinity: the candidates (answer: an object like /v1/rerank's)."
     )
-    raw_scores: bool = Field(default=False, description="TEI: raw logits instead of sigmoid scores.")
-    return_text: bool = False
-    truncate: bool | None = Field(default=None, description="TEI: false refuses pairs longer than max_length.")
+    raw_scores: StrictBool = Field(default=False, description="TEI: raw logits instead of sigmoid scores.")
+    return_text: StrictBool = False
+    truncate: StrictBool | None = Field(default=None, description="TEI: false refuses pairs longer than max_length.")
     truncation_direction: Literal["right", "left", "Right", "Left"] = "right"
     model: StrictStr | None = None
     top_n: TopN = None
@@ -182,3 +244,22 @@ class TeiRank(Evidence):
     index: int
     score: float
     text: str | None = None
+
+
+class CohereErrorResponse(BaseModel):
+    """An error on ``/v1`` and ``/v2`` routes, in Cohere's shape."""
+
+    message: str
+
+
+class TeiErrorResponse(BaseModel):
+    """An error on every other route, in text-embeddings-inference's shape."""
+
+    error: str
+    error_type: str
+
+
+class StatusResponse(BaseModel):
+    """``/health`` and ``/ready``: ``ok``, ``ready``, ``loading`` or ``failed``."""
+
+    status: str

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from fastapi import Request, Response
 
 from crossrank.async_reranker import AsyncReranker
-from crossrank.errors import CrossrankError, LimitExceededError
+from crossrank.errors import CrossrankError, LimitExceededError, OverloadedError
 from crossrank.server.errors import ClientClosedError, NotReadyError
 from crossrank.server.metrics import Metrics
 from crossrank.server.middleware import request_details
@@ -118,7 +118,11 @@ class RerankService:
                 **call.options,
             )
         )
-        result = await _unless_disconnected(request, task, self.metrics.dropped.inc)
+        try:
+            result = await _unless_disconnected(request, task, self.metrics.dropped.inc)
+        except OverloadedError:
+            self.metrics.overloaded.inc()
+            raise
         total = time.perf_counter() - started
         usage, timing = result.usage, result.timing
         queue_s = timing.queue_seconds if timing else 0.0
@@ -180,7 +184,7 @@ async def _unless_disconnected(
     return task.result()
 
 
-def get_service(request: Request) -> RerankService:
-    """FastAPI dependency: the app's rerank service."""
+async def get_service(request: Request) -> RerankService:
+    """FastAPI dependency: the app's rerank service (async: a plain function would cost a worker thread per request)."""
     service: RerankService = request.app.state.service
     return service

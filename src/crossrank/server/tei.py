@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from crossrank.server.cohere import document_texts, long_document_options, v1_response
-from crossrank.server.errors import EmptyTextsError
-from crossrank.server.schemas import Evidence, RerankV1Response, TeiRank, TeiRerankRequest
+from crossrank.server.errors import RERANK_ERRORS, EmptyTextsError, documented_errors
+from crossrank.server.schemas import Evidence, RerankV1Response, TeiRank, TeiRerankRequest, utf8_safe
 from crossrank.server.service import RerankCall, RerankService, get_service
 
 __all__ = ["router"]
@@ -21,6 +21,7 @@ Service = Annotated[RerankService, Depends(get_service)]
     "/rerank",
     response_model=list[TeiRank] | RerankV1Response,
     response_model_exclude_none=True,
+    responses=documented_errors("/rerank", *RERANK_ERRORS),
 )
 async def rerank(
     body: TeiRerankRequest, request: Request, response: Response, service: Service
@@ -44,7 +45,7 @@ async def rerank(
         TeiRank(
             index=r.index,
             score=r.score if body.raw_scores else r.relevance_score,
-            text=body.texts[r.index] if body.return_text else None,
+            text=utf8_safe(body.texts[r.index]) if body.return_text else None,
             **Evidence.of(r),
         )
         for r in result.results

@@ -31,6 +31,7 @@ from crossrank.tools import bench_runner
 from crossrank.tools.environment import cpu_flags, cpu_model
 
 __all__ = [
+    "GPU_PEAK_TFLOPS",
     "PEERS",
     "WORKLOADS",
     "BenchOptions",
@@ -39,6 +40,7 @@ __all__ = [
     "SystemResult",
     "m3_shape",
     "make_workload",
+    "model_flops",
     "plan_capacity",
     "plot_report",
     "run_bench",
@@ -47,6 +49,22 @@ __all__ = [
 WORKLOADS = ("rag", "short", "long", "capacity")
 PEERS = ("sentence-transformers", "flagembedding", "sentence-transformers-onnx", "sentence-transformers-onnx-int8")
 # CPU flags that decide which kernels run (printed with every result).
+# Dense float16/bfloat16 tensor-core peaks (TFLOP/s, without sparsity) of common GPUs, by a part of the name CUDA
+# gives them; the first match wins, so more specific names come first. Others: pass --peak-tflops.
+GPU_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("H800", 989.4),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.1),
+    ("L4", 121.0),
+    ("A10", 125.0),
+    ("V100", 125.0),
+    ("T4", 65.0),
+)
+
 _KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 # Common words of encyclopedia text: generated documents read like prose to the tokenizer.
 _VOCABULARY = (
@@ -74,6 +92,8 @@ class BenchOptions:
         peer_python: interpreter for the peers (default: this one).
         device, dtype, backend, quantize, max_length: crossrank's options; peers get device, max_length
             and half precision when ``dtype`` asks for it.
+        peak_tflops: the device's peak TFLOP/s in the precision measured, for model FLOPs utilisation (MFU);
+            ``None``: known GPUs' float16/bfloat16 peak (``GPU_PEAK_TFLOPS``), else no MFU.
     """
 
     model: str
@@ -89,8 +109,11 @@ class BenchOptions:
     backend: str = "torch"
     quantize: str = "none"
     max_length: int = 512
+    peak_tflops: float | None = None
 
     def __post_init__(self) -> None:
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise ConfigError(f"peak_tflops must be positive, got {self.peak_tflops}")
         if self.workload not in WORKLOADS:
             raise ConfigError(f"workload {self.workload!r} is not one of {', '.join(WORKLOADS)}")
         unknown = [p for p in self.compare if p not in PEERS]
@@ -105,10 +128,12 @@ class SystemResult:
     """One system's figures (times in seconds, memory in bytes).
 
     Tokens and padding are counted at the model's token embedding, so they are ``None`` for a system
-    that runs no torch model (sentence-transformers' ONNX backends).
+    that runs no torch model (sentence-transformers' ONNX backends). ``model_tflops`` is the model's
+    FLOPs on the real tokens (``model_flops``) per second; ``mfu`` divides it by the device's peak.
     """
 
     system: str
+    precision: str
     pairs_per_second: float
     tokens_per_second: float | None
     p50_ms: float
@@ -122,6 +147,9 @@ class SystemResult:
     pairs: int
     requests: int
     seconds: float
+    model_tflops: float | None = None
+    mfu: float | None = None
+    gpu: str | None = None
     error: str | None = None
 
 
@@ -234,12 +262,39 @@ def make_workload(
     return {"summary": summary, "queries": items}
 
 
-def _summarise(raw: dict[str, Any]) -> SystemResult:
+def model_flops(config: dict[str, Any], real_tokens: int, token_squares: int) -> float | None:
+    """Forward FLOPs of a BERT-like encoder on unpadded sequences (``None`` for other configs).
+
+    Per token, 2 FLOPs for each weight of the attention projections (4 h^2) and the feed-forward
+    (2 h i) of every layer; per pair of tokens of one sequence, 4 h for the attention scores and their
+    weighted sum. ``token_squares`` is the sum of each sequence's length squared. Embeddings, norms,
+    softmax and the classifier head are left out (under 1% for bge-reranker-v2-m3).
+    """
+    try:
+        h, layers, inner = (int(config[k]) for k in ("hidden_size", "num_hidden_layers", "intermediate_size"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return 2.0 * layers * (4 * h * h + 2 * h * inner) * real_tokens + 4.0 * layers * h * token_squares
+
+
+def _peak_tflops(given: float | None, precision: str, gpu: str | None) -> float | None:
+    if given is not None:
+        return given
+    if gpu is None or not precision.endswith(("float16", "bfloat16")):
+        return None  # the table holds half-precision peaks
+    return next((peak for name, peak in GPU_PEAK_TFLOPS if name in gpu), None)
+
+
+def _summarise(raw: dict[str, Any], config: dict[str, Any], peak_tflops: float | None) -> SystemResult:
     latencies = np.asarray(raw["latencies"]) * 1000
     seconds = float(sum(raw["latencies"]))
     computed = raw["computed_tokens"]
+    flops = model_flops(config, raw["real_tokens"], raw["real_token_squares"]) if computed else None
+    tflops = None if flops is None else flops / seconds / 1e12
+    peak = _peak_tflops(peak_tflops, raw["precision"], raw["gpu"])
     return SystemResult(
         system=raw["system"],
+        precision=raw["precision"],
         pairs_per_second=raw["pairs"] / seconds,
         tokens_per_second=raw["real_tokens"] / seconds if computed else None,
         p50_ms=float(np.percentile(latencies, 50)),
@@ -253,15 +308,20 @@ def _summarise(raw: dict[str, Any]) -> SystemResult:
         pairs=raw["pairs"],
         requests=len(raw["latencies"]),
         seconds=seconds,
+        model_tflops=tflops,
+        mfu=None if tflops is None or peak is None else tflops / peak,
+        gpu=raw["gpu"],
     )
 
 
 def _failed(system: str, message: str) -> SystemResult:
     nan = float("nan")
-    return SystemResult(system, nan, nan, nan, nan, nan, None, 0, None, nan, nan, 0, 0, nan, error=message)
+    return SystemResult(system, "", nan, nan, nan, nan, nan, None, 0, None, nan, nan, 0, 0, nan, error=message)
 
 
-def _run_system(system: str, python: str, spec: dict[str, Any], folder: Path, progress: Progress) -> SystemResult:
+def _run_system(
+    system: str, python: str, spec: dict[str, Any], folder: Path, progress: Progress, peak_tflops: float | None
+) -> SystemResult:
     spec_path = folder / f"{system}.json"
     spec_path.write_text(json.dumps({**spec, "system": system}))
     command = [python, bench_runner.__file__, str(spec_path)]
@@ -280,7 +340,8 @@ def _run_system(system: str, python: str, spec: dict[str, Any], folder: Path, pr
     stderr = process.stderr.read() if process.stderr else ""
     process.wait()
     if last.get("event") == "result":
-        return _summarise(last)
+        config = json.loads((Path(spec["model"]) / "config.json").read_text())
+        return _summarise(last, config, peak_tflops)
     if last.get("event") == "error":
         return _failed(system, last["message"])
     tail = stderr.strip().splitlines()[-1:] or [f"exit code {process.returncode}"]
@@ -347,7 +408,7 @@ def run_bench(
             *((peer, options.peer_python or sys.executable) for peer in options.compare),
         ]
         for system, python in systems:
-            report.results.append(_run_system(system, python, spec, Path(folder), report_progress))
+            report.results.append(_run_system(system, python, spec, Path(folder), report_progress, options.peak_tflops))
     ours = report.results[0]
     for peer in report.results[1:]:
         if ours.error is None and peer.error is None:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# A forward pass's (real tokens, computed tokens), counted by a hook each system's model calls.
+# Over all forward passes: [real tokens, computed tokens, sum of each sequence's real length squared (attention
+# FLOPs grow with it)], counted by a hook each system's model calls.
 _Counter = list[int]
 
 
@@ -36,13 +37,18 @@ def _count_hf(model: Any, counter: _Counter) -> None:
 
     def hook(_module: Any, args: tuple[Any, ...]) -> None:
         ids = args[0]
-        counter[0] += int((ids != pad).sum().item())
+        lengths = (ids != pad).sum(dim=-1)
+        counter[0] += int(lengths.sum().item())
         counter[1] += int(ids.numel())
+        counter[2] += int((lengths * lengths).sum().item())
 
     model.get_input_embeddings().register_forward_pre_hook(hook)
 
 
-def _crossrank(spec: dict[str, Any], counter: _Counter) -> Callable[[str, list[str]], object]:
+Score = Callable[[str, list[str]], object]
+
+
+def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
     from crossrank import Reranker
 
     options = {k: spec[k] for k in ("device", "dtype", "backend", "quantize", "max_length") if spec.get(k) is not None}
@@ -51,15 +57,18 @@ def _crossrank(spec: dict[str, Any], counter: _Counter) -> Callable[[str, list[s
     forward = backend.forward
 
     def counted(batch: Any) -> Any:
-        counter[0] += int(batch.attention_mask.sum())
+        lengths = batch.attention_mask.sum(axis=1).astype("int64")
+        counter[0] += int(lengths.sum())
         counter[1] += int(batch.attention_mask.size)
+        counter[2] += int((lengths * lengths).sum())
         return forward(batch)
 
     backend.forward = counted  # type: ignore[method-assign]  # measurement only, in this throwaway process
-    return lambda query, documents: reranker.rerank(query, documents, return_documents=False)
+    score: Score = lambda query, documents: reranker.rerank(query, documents, return_documents=False)  # noqa: E731
+    return score, f"{backend.name} {backend.dtype}"
 
 
-def _sentence_transformers(spec: dict[str, Any], counter: _Counter) -> Callable[[str, list[str]], object]:
+def _sentence_transformers(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
     from sentence_transformers import CrossEncoder
 
     device = None if spec.get("device") in (None, "auto") else spec["device"]
@@ -68,10 +77,11 @@ def _sentence_transformers(spec: dict[str, Any], counter: _Counter) -> Callable[
     encoder = CrossEncoder(spec["model"], max_length=spec["max_length"], device=device, model_kwargs=model_kwargs)
     _count_hf(encoder.model, counter)
     # Its recommended call: predict on the (query, document) pairs, default batch size.
-    return lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False)
+    score: Score = lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False)  # noqa: E731
+    return score, f"torch {spec['dtype'] if half else 'float32'}"
 
 
-def _sentence_transformers_onnx(spec: dict[str, Any], counter: _Counter, *, int8: bool) -> Any:
+def _sentence_transformers_onnx(spec: dict[str, Any], counter: _Counter, *, int8: bool) -> tuple[Score, str]:
     """sentence-transformers' own fastest CPU path: its ONNX backend, optionally its int8 helper."""
     from sentence_transformers import CrossEncoder, export_dynamic_quantized_onnx_model
 
@@ -84,22 +94,25 @@ def _sentence_transformers_onnx(spec: dict[str, Any], counter: _Counter, *, int8
         export_dynamic_quantized_onnx_model(encoder, config, spec["model"])
         file_name = f"onnx/model_qint8_{config}.onnx"
         encoder = CrossEncoder(spec["model"], **options, model_kwargs={"file_name": file_name})
-    return lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False)
+    score: Score = lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False)  # noqa: E731
+    return score, f"onnx {f'int8 ({config})' if int8 else 'float32'}"
 
 
-def _flagembedding(spec: dict[str, Any], counter: _Counter) -> Callable[[str, list[str]], object]:
+def _flagembedding(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
     from FlagEmbedding import FlagReranker
 
     device = spec.get("device")
     devices = None if device in (None, "auto") else [device]
     reranker = FlagReranker(spec["model"], use_fp16=spec.get("dtype") == "float16", devices=devices)
     _count_hf(reranker.model, counter)
-    return lambda query, documents: reranker.compute_score(
+    score: Score = lambda query, documents: reranker.compute_score(  # noqa: E731
         [[query, d] for d in documents], max_length=spec["max_length"]
     )
+    return score, f"torch {'float16' if spec.get('dtype') == 'float16' else 'float32'}"
 
 
-SYSTEMS: dict[str, Callable[[dict[str, Any], _Counter], Callable[[str, list[str]], object]]] = {
+# Each loads its system and returns the scoring call and the precision it really runs in.
+SYSTEMS: dict[str, Callable[[dict[str, Any], _Counter], tuple[Score, str]]] = {
     "crossrank": _crossrank,
     "sentence-transformers": _sentence_transformers,
     "flagembedding": _flagembedding,
@@ -108,40 +121,45 @@ SYSTEMS: dict[str, Callable[[dict[str, Any], _Counter], Callable[[str, list[str]
 }
 
 
-def _gpu_peak_bytes() -> int | None:
-    torch = sys.modules.get("torch")  # only where the system itself loaded torch
-    if torch is None or not torch.cuda.is_available():
-        return None
-    return int(torch.cuda.max_memory_allocated())
+def _gpu() -> tuple[int | None, str | None]:
+    """Peak GPU memory and the GPU's name, where the system itself loaded torch and ran on CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.max_memory_allocated():
+        return None, None
+    return int(torch.cuda.max_memory_allocated()), str(torch.cuda.get_device_name())
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Load ``spec['system']``, score the workload once to warm up, then time every query."""
     workload = json.loads(Path(spec["workload"]).read_text())
     queries: list[dict[str, Any]] = workload["queries"]
-    counter: _Counter = [0, 0]
+    counter: _Counter = [0, 0, 0]
     started = time.perf_counter()
-    score = SYSTEMS[spec["system"]](spec, counter)
+    score, precision = SYSTEMS[spec["system"]](spec, counter)
     load_seconds = time.perf_counter() - started
     score(queries[0]["query"], queries[0]["documents"])
     first_score_seconds = time.perf_counter() - started
-    counter[0] = counter[1] = 0
+    counter[:] = [0, 0, 0]
     latencies = []
     for done, item in enumerate(queries, start=1):
         began = time.perf_counter()
         score(item["query"], item["documents"])
         latencies.append(time.perf_counter() - began)
         _emit("progress", done=done, total=len(queries))
+    peak_gpu_bytes, gpu_name = _gpu()
     return {
         "system": spec["system"],
+        "precision": precision,
         "load_seconds": load_seconds,
         "first_score_seconds": first_score_seconds,
         "latencies": latencies,
         "pairs": sum(len(item["documents"]) for item in queries),
         "real_tokens": counter[0],
         "computed_tokens": counter[1],
+        "real_token_squares": counter[2],
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "peak_gpu_bytes": _gpu_peak_bytes(),
+        "peak_gpu_bytes": peak_gpu_bytes,
+        "gpu": gpu_name,
     }
 
 

@@ -284,7 +284,7 @@ def check_cpu(facts: TorchFacts) -> list[Check]:
         return [Check("cpu", "warn", f"{machine} without AVX2; {kernels}", "expect slow CPU scoring; use a GPU")]
     # bf16 pays off only where the CPU multiplies bf16 natively (AMX); elsewhere int8 is the fast mode.
     fastest = (
-        "fastest CPU mode: dtype='bfloat16' on AMX (measure with crossrank bench --dtype bfloat16)"
+        "dtype='auto' runs bfloat16 autocast on this AMX CPU (dtype='float32' for exact float32 scores)"
         if "amx_bf16" in flags
         else "fastest CPU mode: backend='onnx', quantize='int8' (bfloat16 would be slow without AMX)"
     )

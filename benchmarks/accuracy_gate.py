@@ -1,11 +1,12 @@
-"""The int8 accuracy gate: Spearman rho between int8 (ONNX) and float32 (torch) scores on judged data.
+"""The accuracy gate of a fast CPU mode: Spearman rho between its scores and float32 torch on judged data.
 
-    python benchmarks/int8_gate.py --model ../shared/models/minilm-l6-distilled-reranker-en \
+    python benchmarks/accuracy_gate.py --mode int8 --model ../shared/models/minilm-l6-distilled-reranker-en \
         --data ../shared/data/en_beir_dbpedia_subset --queries 15 --docs 30
+    python benchmarks/accuracy_gate.py --mode bf16-autocast ...   # dtype="auto" on a CPU with AMX
 
 NDCG@10 of both comes from `crossrank eval` (see BENCHMARKS.md); this adds the rank correlation of
 the scores themselves, pair by pair, and the share of queries whose top-1 document is unchanged.
-The model folder is copied to a temporary folder first, so the ONNX export is not written into it.
+The model folder is copied to a temporary folder first, so an ONNX export is not written into it.
 """
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from scipy.stats import spearmanr
 
 from crossrank import Reranker
+
+# The fast modes and how to build each; float32 torch is the reference for all.
+MODES = {
+    "int8": {"backend": "onnx", "quantize": "int8"},
+    "bf16-autocast": {"device": "cpu", "dtype": "auto"},
+}
 
 
 def judged_pairs(folder: Path, queries: int, docs: int) -> list[tuple[str, list[str]]]:
@@ -32,30 +40,42 @@ def judged_pairs(folder: Path, queries: int, docs: int) -> list[tuple[str, list[
     return [(texts[c["query_id"]], [corpus[d] for d in c["doc_ids"][:docs] if d in corpus]) for c in candidates]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="int8")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--docs", type=int, default=30)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="int8-gate-"))
+    work = Path(tempfile.mkdtemp(prefix="accuracy-gate-"))
     try:
         model = shutil.copytree(args.model, work / "model")
         items = judged_pairs(args.data, args.queries, args.docs)
-        with Reranker(str(model), device="cpu") as fp32, Reranker(str(model), backend="onnx", quantize="int8") as int8:
+        with (
+            Reranker(str(model), device="cpu", dtype="float32") as fp32,
+            Reranker(str(model), **MODES[args.mode]) as fast_mode,  # type: ignore[arg-type]
+        ):
+            if args.mode == "bf16-autocast" and fast_mode.dtype != "bfloat16-autocast":
+                print(f"this CPU has no AMX: dtype='auto' runs {fast_mode.dtype}, nothing to gate", file=sys.stderr)
+                return 2
             exact, fast, same_top = [], [], 0
             for query, documents in items:
                 a = fp32.score([(query, d) for d in documents])
-                b = int8.score([(query, d) for d in documents])
+                b = fast_mode.score([(query, d) for d in documents])
                 exact += a
                 fast += b
                 same_top += a.index(max(a)) == b.index(max(b))
         rho = spearmanr(exact, fast).statistic
-        print(f"{len(exact)} pairs, {len(items)} queries: Spearman rho {rho:.4f}, top-1 kept {same_top}/{len(items)}")
+        worst = max(abs(a - b) for a, b in zip(exact, fast, strict=True))
+        print(
+            f"{args.mode} ({fast_mode.dtype}): {len(exact)} pairs, {len(items)} queries: Spearman rho {rho:.4f}, "
+            f"top-1 kept {same_top}/{len(items)}, largest score difference {worst:.4f}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

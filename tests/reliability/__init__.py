@@ -1,0 +1,1 @@
+"""Reliability tests: overload, soak, faults, fuzzing and security (figures go to RELIABILITY.md)."""

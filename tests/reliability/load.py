@@ -1,0 +1,248 @@
+"""A bounded HTTP load generator (asyncio + httpx, loopback only) and readings of a server process.
+
+``closed_loop`` keeps ``concurrency`` requests outstanding for a fixed time (to measure capacity);
+``open_loop`` sends at a fixed arrival rate for a fixed time whatever the answers (to overload), with
+at most ``max_in_flight`` requests outstanding so the generator itself stays bounded. Each request's
+status, ``Retry-After`` and latency are kept; ``Sampler`` reads the server's queue gauge and its
+``/proc`` figures while the load runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server_process import metric
+
+# A request to send: (path, JSON body).
+Body = tuple[str, dict[str, Any]]
+MakeBody = Callable[[int], Body]
+# Checks an answer against what was sent: a description of what is wrong, or None.
+Check = Callable[[Body, httpx.Response], "str | None"]
+
+TRANSPORT_ERROR = 0  # status recorded when no HTTP answer came back
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One request: when it was sent (seconds into the run), its status, latency and Retry-After."""
+
+    sent: float
+    status: int
+    seconds: float
+    retry_after: str | None = None
+    error: str | None = None
+    lag: float = 0.0  # how late the generator sent it against its schedule (open loop)
+
+
+@dataclass(slots=True)
+class LoadReport:
+    """What a run sent and got back."""
+
+    seconds: float
+    outcomes: list[Outcome] = field(default_factory=list)
+    not_sent: int = 0  # open loop: arrivals skipped because max_in_flight requests were outstanding
+
+    def statuses(self) -> dict[int, int]:
+        return dict(sorted(Counter(o.status for o in self.outcomes).items()))
+
+    def latencies(self, status: int = 200) -> list[float]:
+        return sorted(o.seconds for o in self.outcomes if o.status == status)
+
+    def rate(self, status: int | None = None) -> float:
+        """Requests per second over the run (of one status, or all sent)."""
+        n = len(self.outcomes) if status is None else sum(o.status == status for o in self.outcomes)
+        return n / self.seconds
+
+    def errors(self) -> list[str]:
+        return [f"{o.status}: {o.error}" for o in self.outcomes if o.error]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of ``values`` (0 when empty)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+async def _send(
+    client: httpx.AsyncClient, url: str, body: Body, t0: float, lag: float = 0.0, check: Check | None = None
+) -> Outcome:
+    path, payload = body
+    started = time.perf_counter()
+    try:
+        response = await client.post(url + path, json=payload)
+    except httpx.HTTPError as exc:
+        return Outcome(started - t0, TRANSPORT_ERROR, time.perf_counter() - started, error=repr(exc), lag=lag)
+    seconds = time.perf_counter() - started
+    error = None if response.status_code in (200, 429) else response.text[:300]
+    if check is not None and response.status_code == 200:
+        error = check(body, response)
+    return Outcome(started - t0, response.status_code, seconds, response.headers.get("retry-after"), error, lag)
+
+
+def _client(connections: int, timeout: float) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(timeout=timeout, limits=limits)
+
+
+async def closed_loop(
+    url: str,
+    make_body: MakeBody,
+    *,
+    concurrency: int,
+    seconds: float = math.inf,
+    requests: int | None = None,
+    start: int = 0,
+    check: Check | None = None,
+    timeout: float = 60,
+) -> LoadReport:
+    """``concurrency`` workers, each sending its next request as soon as the last one is answered.
+
+    Runs for ``seconds`` or until ``requests`` were sent; bodies are ``make_body(start)``, ``make_body(start + 1)``...
+    ``check`` looks at every 200 answer (a mismatch is kept in ``Outcome.error``).
+    """
+    report = LoadReport(seconds=seconds)
+    end = start + requests if requests is not None else 1 << 62
+    counter = iter(range(start, end))
+    t0 = time.perf_counter()
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() - t0 < seconds and (i := next(counter, None)) is not None:
+            report.outcomes.append(await _send(client, url, make_body(i), t0, check=check))
+
+    async with _client(concurrency, timeout) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+async def open_loop(
+    url: str, make_body: MakeBody, *, rate: float, seconds: float, max_in_flight: int, timeout: float = 60
+) -> LoadReport:
+    """Send request ``i`` at ``i / rate`` seconds for ``seconds``, answered or not (at most ``max_in_flight`` open).
+
+    Latency is measured from the moment each request is sent; how late the generator was against its
+    schedule is kept apart (``Outcome.lag``), so a busy client does not pass for a slow server.
+    """
+    report = LoadReport(seconds=seconds)
+    in_flight: set[asyncio.Task[Outcome]] = set()
+    t0 = time.perf_counter()
+
+    def done(task: asyncio.Task[Outcome]) -> None:
+        in_flight.discard(task)
+        report.outcomes.append(task.result())
+
+    async with _client(max_in_flight, timeout) as client:
+        for i in range(math.floor(rate * seconds)):
+            due = t0 + i / rate
+            now = time.perf_counter()
+            if due > now:
+                await asyncio.sleep(due - now)
+            if len(in_flight) >= max_in_flight:
+                report.not_sent += 1
+                continue
+            task = asyncio.create_task(_send(client, url, make_body(i), t0, max(0.0, time.perf_counter() - due)))
+            in_flight.add(task)
+            task.add_done_callback(done)
+        report.seconds = time.perf_counter() - t0  # the sending phase: the offered rate is over it
+        while in_flight:
+            await asyncio.gather(*in_flight)
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFigures:
+    """A process's resident memory (KiB), open file descriptors and threads, from /proc."""
+
+    rss_kib: int
+    fds: int
+    threads: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessFigures:
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+        )
+        return cls(
+            rss_kib=int(status["VmRSS"].split()[0]),
+            fds=len(os.listdir(f"/proc/{pid}/fd")),
+            threads=int(status["Threads"]),
+        )
+
+    def mib(self) -> float:
+        return round(self.rss_kib / 1024, 1)
+
+
+@dataclass(slots=True)
+class Sampler:
+    """Reads a server's queue gauges (/metrics) and its /proc figures every ``interval`` seconds."""
+
+    url: str
+    pid: int
+    interval: float = 0.25
+    queue_pairs: list[float] = field(default_factory=list)
+    queue_requests: list[float] = field(default_factory=list)
+    rss_kib: list[int] = field(default_factory=list)
+    threads: list[int] = field(default_factory=list)
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            while True:
+                text = (await client.get(self.url + "/metrics")).text
+                self.queue_pairs.append(metric(text, "crossrank_queue_pairs"))
+                self.queue_requests.append(metric(text, "crossrank_queue_requests"))
+                figures = ProcessFigures.of(self.pid)
+                self.rss_kib.append(figures.rss_kib)
+                self.threads.append(figures.threads)
+                await asyncio.sleep(self.interval)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> Any:
+        task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def settle(url: str, pid: int, *, seconds: float = 15) -> ProcessFigures:
+    """The server's /proc figures once its queue is empty and no request is in flight (quiescent)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = httpx.get(url + "/metrics", timeout=30).text
+        idle = metric(text, "crossrank_queue_requests") == 0 and metric(text, "crossrank_requests_in_flight") == 0
+        if idle:
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # let closed connections' sockets go, and the idle worker hand freed memory back (0.5 s)
+    return ProcessFigures.of(pid)
+
+
+def single_latencies(url: str, body: Body, n: int) -> list[float]:
+    """Latency of ``n`` requests sent one after another (nothing else in flight)."""
+    out = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(n):
+            started = time.perf_counter()
+            response = client.post(url + body[0], json=body[1])
+            out.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+    return out
