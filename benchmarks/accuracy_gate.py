@@ -12,7 +12,6 @@ The model folder is copied to a temporary folder first, so an ONNX export is not
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 from crossrank import Reranker
+from crossrank.evaluate.data import load_beir
 
 # The fast modes and how to build each; float32 torch is the reference for all.
 MODES = {
@@ -29,15 +29,13 @@ MODES = {
 }
 
 
-def judged_pairs(folder: Path, queries: int, docs: int) -> list[tuple[str, list[str]]]:
+def judged_items(folder: Path, queries: int, docs: int) -> list[tuple[str, list[str]]]:
     """The first ``queries`` queries of a BEIR folder with their first ``docs`` candidates (title + text)."""
-    corpus = {}
-    for line in (folder / "corpus.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        corpus[row["_id"]] = f"{row.get('title', '')} {row['text']}".strip()
-    texts = {row["_id"]: row["text"] for row in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
-    candidates = [json.loads(line) for line in (folder / "candidates.jsonl").read_text().splitlines()][:queries]
-    return [(texts[c["query_id"]], [corpus[d] for d in c["doc_ids"][:docs] if d in corpus]) for c in candidates]
+    dataset = load_beir(folder)
+    if dataset.candidates is None:
+        sys.exit(f"{folder} has no candidates.jsonl")
+    chosen = list(dataset.candidates.items())[:queries]
+    return [(dataset.queries[query], [dataset.documents[doc] for doc in ids[:docs]]) for query, ids in chosen]
 
 
 def main() -> int:
@@ -51,7 +49,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="accuracy-gate-"))
     try:
         model = shutil.copytree(args.model, work / "model")
-        items = judged_pairs(args.data, args.queries, args.docs)
+        items = judged_items(args.data, args.queries, args.docs)
         with (
             Reranker(str(model), device="cpu", dtype="float32") as fp32,
             Reranker(str(model), **MODES[args.mode]) as fast_mode,  # type: ignore[arg-type]

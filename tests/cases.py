@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from crossrank.evaluate.data import load_beir
 
 LONG_EN = " ".join(
     f"Sentence {i} talks about pandas, bamboo forests, mountains in Sichuan and conservation work." for i in range(120)
@@ -32,10 +33,7 @@ LONG_QUERY = "panda " * 600
 
 def judged_pairs(folder: Path, queries: int, docs: int) -> list[list[str]]:
     """(query, title + text) pairs of a BEIR folder's first ``queries`` queries and their first ``docs`` candidates."""
-    corpus = {}
-    for line in (folder / "corpus.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        corpus[row["_id"]] = f"{row.get('title', '')} {row['text']}".strip()
-    texts = {row["_id"]: row["text"] for row in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
-    candidates = [json.loads(line) for line in (folder / "candidates.jsonl").read_text().splitlines()][:queries]
-    return [[texts[c["query_id"]], corpus[d]] for c in candidates for d in c["doc_ids"][:docs] if d in corpus]
+    dataset = load_beir(folder)
+    assert dataset.candidates is not None, f"{folder} has no candidates.jsonl"
+    chosen = list(dataset.candidates.items())[:queries]
+    return [[dataset.queries[query], dataset.documents[doc]] for query, ids in chosen for doc in ids[:docs]]

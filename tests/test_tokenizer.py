@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cases import LONG_QUERY, PAIRS
+from conftest import subprocess_env
 from crossrank.config import TruncationOptions
 from crossrank.engine.tokenizer import PairTokenizer
 from reference import flag_inputs
@@ -97,3 +102,52 @@ def test_unknown_fraction(english_model_dir: Path, xlmr_tokenizer_dir: Path) -> 
     assert english.unknown_fraction("apple phone") == 0.0
     assert multilingual.unknown_fraction("苹果手机") == 0.0
     assert english.unknown_fraction("") == 0.0
+
+
+def _encode_all(tokenizer: PairTokenizer) -> list[tuple[list[int], list[int]]]:
+    truncation = TruncationOptions(max_length=128)
+    pairs = []
+    for query, document in [*PAIRS, (LONG_QUERY, "short document")]:
+        ids = tokenizer.encode_documents([document])[0].ids
+        pair = tokenizer.build_pair(tokenizer.encode_query(query, truncation), ids, truncation)
+        pairs.append((pair.ids, pair.type_ids))
+    return pairs
+
+
+def test_a_saved_tokenizer_loads_without_transformers_and_encodes_alike(tokenizer_dir: Path, tmp_path: Path) -> None:
+    built = PairTokenizer.from_pretrained(tokenizer_dir, cache_dir=tmp_path)
+    (saved,) = tmp_path.glob("*.json")
+    again = PairTokenizer.from_pretrained(tokenizer_dir, cache_dir=tmp_path)
+    assert _encode_all(again) == _encode_all(built) == _encode_all(PairTokenizer.from_pretrained(tokenizer_dir))
+    # A fresh process reads the saved one with `tokenizers` alone: neither transformers nor torch is imported.
+    code = (
+        "import sys; from pathlib import Path; from crossrank.engine.tokenizer import PairTokenizer; "
+        f"PairTokenizer.from_pretrained(Path({str(tokenizer_dir)!r}), cache_dir=Path({str(tmp_path)!r})); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), check=True)
+    assert out.stdout.strip() == "[]", out.stderr
+    assert list(tmp_path.glob("*.json")) == [saved]
+
+
+def test_a_changed_tokenizer_file_or_a_damaged_entry_builds_again(english_model_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(english_model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    cache = tmp_path / "cache"
+    truncation = TruncationOptions(max_length=32)
+    original = PairTokenizer.from_pretrained(folder, cache_dir=cache).encode_query("panda bamboo", truncation).ids
+    (first,) = cache.glob("*.json")
+    # The same file names with another vocabulary ("panda" and "bamboo" swap ids): a new entry, the new ids.
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["panda"], vocab["bamboo"] = vocab["bamboo"], vocab["panda"]
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    swapped = PairTokenizer.from_pretrained(folder, cache_dir=cache).encode_query("panda bamboo", truncation).ids
+    assert swapped == original[::-1]
+    assert len(list(cache.glob("*.json"))) == 2
+    # A damaged entry is built again (and saved again), not an error.
+    first.write_text("{not json")
+    shutil.copy(english_model_dir / "tokenizer.json", folder / "tokenizer.json")
+    restored = PairTokenizer.from_pretrained(folder, cache_dir=cache).encode_query("panda bamboo", truncation).ids
+    assert restored == original
+    assert json.loads(first.read_text())["format"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from crossrank.backends.registry import load_backend
 from crossrank.config import CacheOptions, ModelSpec, RuntimeOptions, TruncationOptions
@@ -49,7 +50,9 @@ def load_model(
     info = resolve_model(spec)
     check_max_length(truncation, info)
     try:
-        tokenizer = PairTokenizer.from_pretrained(info.path, trust_remote_code=spec.trust_remote_code)
+        tokenizer = PairTokenizer.from_pretrained(
+            info.path, trust_remote_code=spec.trust_remote_code, cache_dir=_tokenizer_cache()
+        )
     except UnsupportedModelError:
         check_tokenizer_json(info.path)  # a corrupt file is named, with the download that fixes it
         raise
@@ -65,6 +68,14 @@ def load_model(
     if store is not None:
         scorer = CachedScorer(scorer, store, _fingerprint(spec, runner.name, runner.dtype))
     return LoadedModel(info=info, scorer=scorer, load_seconds=time.perf_counter() - started)
+
+
+def _tokenizer_cache() -> Path | None:
+    """Where built tokenizers are kept (next to the ONNX exports' fallback), or None without a home folder."""
+    try:
+        return Path.home() / ".cache" / "crossrank" / "tokenizers"
+    except RuntimeError:
+        return None
 
 
 def _fingerprint(spec: ModelSpec, backend: str, dtype: str) -> str:

@@ -152,6 +152,25 @@ def test_unwritable_model_folder_exports_to_the_user_cache(
         assert rr.compute_score(["q", "d"]) is not None
 
 
+def test_a_reused_export_scores_without_torch(english_onnx: Reranker, english_copy: Path) -> None:
+    """A process that finds the export (and the tokenizer transformers built) never imports torch or transformers."""
+    pairs = [["what is panda?", "The giant panda is a bear."], ["what is panda?", "hi"]]
+    script = f"""
+import json, sys
+from crossrank import Reranker
+with Reranker({str(english_copy)!r}, device="cpu", backend="onnx") as rr:
+    scores = rr.compute_score({pairs!r})
+print(json.dumps({{"imported": [m for m in ("torch", "transformers") if m in sys.modules], "scores": scores}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env(), timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout.splitlines()[-1])
+    assert answer["imported"] == []
+    np.testing.assert_allclose(answer["scores"], english_onnx.compute_score(pairs), atol=1e-5, rtol=0)
+
+
 def test_disk_full_while_exporting_is_a_clear_error(tmp_path: Path, english_model_dir: Path) -> None:
     model_dir = tmp_path / "english"
     shutil.copytree(english_model_dir, model_dir)

@@ -110,7 +110,7 @@ def test_a_killed_worker_loses_no_accepted_task(
     redis: RedisServer, english_model_dir: Path, english_reranker: Reranker
 ) -> None:
     app = create_celery(_settings(redis))
-    heavy = [f"{DOCS[i % len(DOCS)]} {i} " * 40 for i in range(600)]  # seconds of work, so it dies mid-task
+    heavy = [f"{DOCS[i % len(DOCS)]} {i} " * 40 for i in range(200)]  # seconds of work, so it dies mid-task
     light = app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": DOCS})
     held = app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": heavy})
     first = Worker(redis, english_model_dir)

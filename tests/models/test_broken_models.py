@@ -270,3 +270,21 @@ def test_verify_command_exit_code_and_json(model_copy: Path, english_model_dir: 
     (check,) = json.loads(broken.stdout)["checks"]
     assert check["error"] == "IncompleteModelError"
     assert "is truncated: 90,866,411 of 90,866,412 bytes" in check["detail"]
+
+
+def test_a_model_shipping_its_own_code_is_refused_and_the_code_never_runs(model_copy: Path, tmp_path: Path) -> None:
+    # config.json points at Python in the folder (auto_map); running it needs trust_remote_code=True.
+    marker = tmp_path / "the-model-code-ran"
+    (model_copy / "custom_model.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    _edit_config(
+        model_copy,
+        model_type="custom-cross-encoder",
+        auto_map={
+            "AutoConfig": "custom_model.CustomConfig",
+            "AutoModelForSequenceClassification": "custom_model.CustomModel",
+        },
+    )
+    with pytest.raises(CrossrankError) as caught:
+        Reranker(str(model_copy), device="cpu")
+    assert "trust_remote_code" in f"{caught.value.message} {caught.value.fix}"
+    assert not marker.exists()
