@@ -13,6 +13,7 @@ from crossrank.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL",
+    "TOKENIZER_INPUTS",
     "Aggregation",
     "BatchingOptions",
     "CacheOptions",
@@ -28,6 +29,20 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
+
+# The files of a model folder that a Hugging Face tokenizer may read (besides config.json): downloads fetch them,
+# and a saved tokenizer is built again when any of them changes.
+TOKENIZER_INPUTS = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+)
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 Fallback = Literal["none", "cpu"]

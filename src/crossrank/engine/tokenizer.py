@@ -25,26 +25,13 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from crossrank.backends.base import EncodedBatch
-from crossrank.config import TruncationOptions
+from crossrank.config import TOKENIZER_INPUTS, TruncationOptions
 from crossrank.errors import UnsupportedModelError
 
 __all__ = ["EncodedPair", "EncodedQuery", "PairTokenizer"]
 
 _log = logging.getLogger(__name__)
 
-# What AutoTokenizer may read from a model folder (and config.json's model_type and tokenizer_class): a change to
-# any of them builds the tokenizer anew.
-_TOKENIZER_INPUTS = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-)
 _SAVED_FORMAT = 1
 
 # A surrogate code point in a Python str is always unpaired (JSON "\\ud83d" decodes to one) and the
@@ -276,7 +263,7 @@ class PairTokenizer:
 
 
 def _saved_key(path: Path) -> str:
-    """sha256 of the folder's tokenizer inputs and the versions of the libraries that build the tokenizer."""
+    """sha256 of the folder's tokenizer inputs, what config.json says of the tokenizer, and the libraries' versions."""
     digest = hashlib.sha256()
     for library in ("transformers", "tokenizers"):
         digest.update(f"{library}=={importlib.metadata.version(library)}\n".encode())
@@ -287,7 +274,7 @@ def _saved_key(path: Path) -> str:
     if isinstance(config, dict):
         # Only what picks the tokenizer class: models of one family with other shapes share an entry.
         digest.update(json.dumps([config.get("model_type"), config.get("tokenizer_class")]).encode())
-    for name in _TOKENIZER_INPUTS:
+    for name in TOKENIZER_INPUTS:
         file = path / name
         if file.is_file():
             digest.update(f"{name}\n".encode())

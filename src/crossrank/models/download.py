@@ -22,6 +22,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from crossrank.config import TOKENIZER_INPUTS
 from crossrank.errors import IntegrityError, ModelNotFoundError
 from crossrank.models.integrity import Manifest, write_manifest
 
@@ -36,18 +37,7 @@ __all__ = [
     "snapshot",
 ]
 
-_TOKENIZER_FILES = [
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-]
+_TOKENIZER_FILES = ["config.json", *TOKENIZER_INPUTS]
 
 
 def inference_patterns(*, allow_pickle: bool, trust_remote_code: bool) -> list[str]:
