@@ -39,7 +39,7 @@ def _cell(values: dict[str, Any]) -> str:
 
 def _pip_audit() -> str:
     """The dependency audit's verdict (.ci/audit.py, which CI runs too), as text."""
-    done = subprocess.run([sys.executable, str(REPO / ".ci" / "audit.py")], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(REPO / ".ci" / "audit.py")], capture_output=True, text=True, check=False)
     return (done.stdout + done.stderr).strip() or f"the audit exited {done.returncode} with no output"
 
 
@@ -56,7 +56,8 @@ def main() -> int:
         started = datetime.datetime.now(datetime.timezone.utc)
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
         command += ["tests/reliability", *args.pytest_args]
-        done = subprocess.run(command, cwd=REPO, env={**os.environ, "CROSSRANK_RELIABILITY_OUT": str(figures_file)})
+        env = {**os.environ, "CROSSRANK_RELIABILITY_OUT": str(figures_file)}
+        done = subprocess.run(command, cwd=REPO, env=env, check=False)
         rows = [json.loads(line) for line in figures_file.read_text().splitlines()] if figures_file.exists() else []
         outcomes = _outcomes(junit)
 
