@@ -144,6 +144,9 @@ def test_empty_documents(server: ServerProcess) -> None:
         ("/v2/rerank", {"query": "q", "documents": ["a", 3]}, "documents.1"),
         ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": -1}, "top_n"),
         ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": "many"}, "top_n"),
+        ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": "2"}, "top_n"),
+        ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": 1.5}, "top_n"),
+        ("/v1/rerank", {"query": "q", "documents": ["a"], "return_documents": "true"}, "return_documents"),
         ("/v2/rerank", {"query": "q", "documents": ["a"], "min_score": 2}, "min_score"),
         ("/v2/rerank", {"documents": ["a"]}, "query"),
         ("/v1/rerank", {"query": "q", "documents": [{"image": "http://x/y.png"}]}, "documents[0]"),
@@ -158,6 +161,16 @@ def test_wrong_types_are_422_naming_the_field(server: ServerProcess, path: str, 
     assert r.status_code == 422, r.text
     message = r.json()["message" if path.startswith("/v") else "error"]
     assert field in message
+
+
+def test_integral_floats_are_integers_as_in_json_schema(server: ServerProcess) -> None:
+    # Python's json.dumps writes a float count as 2.0; JSON Schema's "integer" takes it.
+    documents = ["hi", "The giant panda is a bear.", "Pandas is a Python library."]
+    v2 = post(server, "/v2/rerank", {"query": QUERY, "documents": documents, "top_n": 2.0, "max_tokens_per_doc": 512.0})
+    assert v2.status_code == 200, v2.text
+    assert len(v2.json()["results"]) == 2
+    tei = post(server, "/rerank", {"query": QUERY, "texts": documents, "top_n": 1.0})
+    assert tei.status_code == 200, tei.text
 
 
 @pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank", "/rerank"])

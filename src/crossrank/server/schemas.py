@@ -1,9 +1,10 @@
 """Wire models of the rerank dialects: Cohere v2, Cohere v1 + Jina (``/v1/rerank``), TEI + vLLM (``/rerank``).
 
 Field names, types and defaults follow each upstream API (see PEERS.md). Types are strict, as the
-OpenAPI document says them: ``"5"`` is not an integer nor ``"true"`` a boolean (422). Unknown fields are
-ignored, so clients that send more (Cohere's ``priority``, vLLM's ``truncate_prompt_tokens``)
-keep working. Responses leave absent optional fields out rather than sending ``null``.
+OpenAPI document says them: ``"5"`` is not an integer nor ``"true"`` a boolean (422), while ``5.0`` is an
+integer, as in JSON Schema. Unknown fields are ignored, so clients that send more (Cohere's ``priority``,
+vLLM's ``truncate_prompt_tokens``) keep working. Responses leave absent optional fields out rather than
+sending ``null``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
     model_validator,
 )
 
@@ -77,6 +79,12 @@ class _Request(BaseModel):
 
     min_score: MinScore = None
     aggregate: Aggregate = None
+
+    @field_validator("top_n", "max_tokens_per_doc", "max_chunks_per_doc", mode="before", check_fields=False)
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        # JSON Schema's "integer" includes 5.0 (Python's json.dumps of a float count); "5" and 5.5 stay errors.
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 # How deep a document object's extra fields may nest: they are echoed, and JSON encoders refuse deep nesting
