@@ -28,7 +28,7 @@ from crossrank.backends.base import EncodedBatch
 from crossrank.config import TOKENIZER_INPUTS, TruncationOptions
 from crossrank.errors import UnsupportedModelError
 
-__all__ = ["EncodedPair", "EncodedQuery", "PairTokenizer"]
+__all__ = ["EncodedPair", "EncodedQuery", "PairTokenizer", "replace_surrogates"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ _SAVED_FORMAT = 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _valid_text(text: str) -> str:
+def replace_surrogates(text: str) -> str:
+    """``text`` with lone surrogates as U+FFFD (what the tokenizer scores, and what answers echo)."""
     return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
@@ -212,7 +213,7 @@ class PairTokenizer:
 
     def unknown_fraction(self, text: str) -> float:
         """Share of ``text``'s tokens that the vocabulary cannot represent (0 for empty text)."""
-        ids = self._tokenizer.encode(_valid_text(text), add_special_tokens=False).ids
+        ids = self._tokenizer.encode(replace_surrogates(text), add_special_tokens=False).ids
         if not ids or self._unk_token_id is None:
             return 0.0
         return ids.count(self._unk_token_id) / len(ids)
@@ -224,7 +225,7 @@ class PairTokenizer:
     def encode_query(self, query: str, truncation: TruncationOptions) -> EncodedQuery:
         """Tokens of the query, cut to its cap at the end ``truncation.direction`` names."""
         cap = self.query_cap(truncation)
-        ids = self._tokenizer.encode(_valid_text(query), add_special_tokens=False).ids
+        ids = self._tokenizer.encode(replace_surrogates(query), add_special_tokens=False).ids
         kept = ids if len(ids) <= cap else ids[:cap] if truncation.direction == "right" else ids[len(ids) - cap :]
         return EncodedQuery(ids=kept, tokens=len(ids))
 
@@ -234,7 +235,7 @@ class PairTokenizer:
 
     def encode_documents(self, documents: Sequence[str]) -> list[Encoding]:
         """Encode documents in parallel (Rust threads), without special tokens and uncut."""
-        return self._tokenizer.encode_batch([_valid_text(d) for d in documents], add_special_tokens=False)
+        return self._tokenizer.encode_batch([replace_surrogates(d) for d in documents], add_special_tokens=False)
 
     def build_pair(self, query: EncodedQuery, document: Sequence[int], truncation: TruncationOptions) -> EncodedPair:
         """Put the special tokens around a query and a document, cutting the document to fit."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePath
 
+from crossrank.config import TOKENIZER_INPUTS
 from crossrank.errors import IncompleteModelError, IntegrityError, WeightsFormatError
 
 __all__ = [
@@ -25,7 +26,7 @@ __all__ = [
 
 # Any one of these is enough for AutoTokenizer to build the model's tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
-_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+_TOKENIZER_JSON = tuple(name for name in TOKENIZER_INPUTS if name.endswith(".json"))
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
 _PICKLE_INDEX = "pytorch_model.bin.index.json"
 _SAFE_CONVERT = (

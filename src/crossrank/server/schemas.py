@@ -9,7 +9,6 @@ sending ``null``.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from crossrank.engine.tokenizer import replace_surrogates
 from crossrank.types import ScoredDocument
 
 __all__ = [
@@ -42,15 +42,12 @@ __all__ = [
     "utf8_safe",
 ]
 
-# JSON's "\ud800" decodes to a lone surrogate, which UTF-8 (and so an answer) cannot carry; the engine scores
-# it as U+FFFD, and answers that echo text show it the same way (one code point for one, so offsets hold).
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
 
 def utf8_safe(value: Any) -> Any:
     """``value`` (a string, or JSON lists and objects of them) with lone surrogates replaced by U+FFFD."""
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+        # The engine scores such text as U+FFFD; echoing it the same way keeps one code point for one.
+        return replace_surrogates(value)
     if isinstance(value, list):
         return [utf8_safe(item) for item in value]
     if isinstance(value, dict):
