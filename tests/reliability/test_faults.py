@@ -180,7 +180,8 @@ def test_sigterm_under_load_finishes_accepted_requests_and_refuses_new_connectio
     english_model_dir: Path, record_figures: Callable[..., None]
 ) -> None:
     """SIGTERM amid 8 clients (a new connection per request): every request the server took gets its 200; new
-    connections are refused; the process exits after draining."""
+    connections are refused (or reset, if the kernel had queued them before the listener closed) and none is
+    processed; the process exits after draining."""
     clients = 8
     bodies = [("/v2/rerank", {"query": f"{QUERY} {i}", "documents": DOCUMENTS * 3}) for i in range(64)]
     server = ServerProcess(["-m", str(english_model_dir), "--device", "cpu", "--slow-ms", "100000"]).wait_ready()
@@ -246,9 +247,12 @@ def test_sigterm_under_load_finishes_accepted_requests_and_refuses_new_connectio
     )
     assert len(in_flight) >= clients // 2
     assert all(o == 200 for o in in_flight)
-    # Before SIGTERM, and the requests it caught in flight: 200. After it: refused at connect (or a clean 503).
+    # Before SIGTERM, and the requests it caught in flight: 200. After it: refused at connect, or a clean 503, or
+    # reset (ReadError) when the connection sat in the kernel's accept queue as the listener closed, or closed
+    # unanswered (RemoteProtocolError) when uvicorn had accepted it but not yet read a request: the server never
+    # took those (the log check below proves none was processed), and a client may retry them elsewhere.
     assert all(o == 200 for s, _, o in outcomes if s < sigterm)
-    assert set(after) <= {"ConnectError", 503} and after
+    assert set(after) <= {"ConnectError", "ReadError", "RemoteProtocolError", 503} and after
     assert logged == {200: statuses[200]}  # the server answered every request it took, all 200
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after draining, as supervisors expect
     assert "Traceback" not in log
