@@ -24,7 +24,7 @@ from test_reranker import KEYWORD_TRAPS
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 
-from crossrank import ConfigError, Reranker
+from crossrank import BackendError, ConfigError, Reranker
 
 pytestmark = pytest.mark.slow
 
@@ -197,6 +197,25 @@ sys.exit("no error raised")
     # With room again, the same folder exports and scores.
     with Reranker(str(model_dir), device="cpu", dtype="float32", backend="onnx") as rr:
         assert len(rr.compute_score([["q", "d"], ["q", "e"]])) == 2
+
+
+def test_a_tracer_failure_is_a_backend_error_naming_versions_fake_tracer(
+    tiny_xlmr_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers 5.5.x fails inside torch's tracer with an IndexError; a fake tracer raises the same here."""
+    import torch
+
+    def tracer_bug(*_args: object, **_kwargs: object) -> None:
+        raise IndexError("tuple index out of range")
+
+    monkeypatch.setattr(torch.onnx, "export", tracer_bug)
+    model_dir = tmp_path / "tiny"
+    shutil.copytree(tiny_xlmr_dir, model_dir)
+    with pytest.raises(BackendError, match=r"failed under torch .* and transformers .*IndexError") as caught:
+        Reranker(str(model_dir), device="cpu", backend="onnx")
+    assert "pip install -U transformers" in str(caught.value)
+    assert "backend='torch'" in str(caught.value)
+    assert exports(model_dir) == []  # nothing half-written is left to be reused
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -231,6 +232,22 @@ def test_a_failing_peer_is_reported_and_the_rest_still_runs(tiny_xlmr_dir: Path,
     )  # fmt: skip
     assert wrong_python.returncode == 1
     assert "no-python" in json.loads(wrong_python.stdout)["results"][1]["error"]
+
+
+@pytest.mark.slow
+def test_openvino_peers_quantize_offline(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
+    """sentence-transformers' OpenVINO backend and its static int8 helper, calibrated on the workload (no hub)."""
+    for module in ("optimum.intel", "openvino", "datasets"):
+        pytest.importorskip(module, reason="the OpenVINO peers need optimum-intel[openvino] and datasets")
+    model = tmp_path / "model"  # the helper writes its export into the model's folder
+    shutil.copytree(tiny_xlmr_dir, model)
+    peers = "sentence-transformers-openvino,sentence-transformers-openvino-int8"
+    out = bench("-m", str(model), "--queries", "2", "--docs", "5", "--compare", peers, "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    _ours, fp32, int8 = json.loads(out.stdout)["results"]
+    assert (fp32["precision"], int8["precision"]) == ("openvino float32", "openvino int8 (static)")
+    assert fp32["error"] is None and int8["error"] is None
+    assert (model / "openvino" / "openvino_model_qint8_quantized.xml").is_file()
 
 
 def test_bad_cli_input_exits_2(tiny_xlmr_dir: Path) -> None:

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+import transformers
 from transformers import AutoModelForSequenceClassification
 
-from crossrank.errors import IntegrityError
+from crossrank.errors import BackendError, IntegrityError
 
 __all__ = ["ExportedGraph", "export_onnx"]
 
@@ -115,17 +116,27 @@ def export_onnx(model_dir: Path, target: Path, *, allow_pickle: bool, trust_remo
         warnings.simplefilter("ignore")
         # The TorchScript exporter: seconds where the dynamo one takes minutes, and its graph is the
         # one onnxruntime's transformer optimizer is written for.
-        torch.onnx.export(
-            model,
-            (sample,),
-            str(target),
-            input_names=list(names),
-            output_names=["logits"],
-            dynamic_axes={**axes, "logits": {0: "batch"}},
-            opset_version=_OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                model,
+                (sample,),
+                str(target),
+                input_names=list(names),
+                output_names=["logits"],
+                dynamic_axes={**axes, "logits": {0: "batch"}},
+                opset_version=_OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except OSError:
+            raise  # disk full or unwritable: the caller names the folder and the fix
+        except Exception as exc:  # the tracer runs transformers' own code: a failure there can be of any type
+            raise BackendError(
+                f"the ONNX export of {model_dir} failed under torch {torch.__version__} and transformers "
+                f"{transformers.__version__}: {type(exc).__name__}: {exc}",
+                fix="some transformers releases cannot be traced (5.5.x among them): pip install -U transformers, "
+                "or use backend='torch'",
+            ) from exc
     config = model.config
     return ExportedGraph(
         path=target,

@@ -47,7 +47,14 @@ __all__ = [
 ]
 
 WORKLOADS = ("rag", "short", "long", "capacity")
-PEERS = ("sentence-transformers", "flagembedding", "sentence-transformers-onnx", "sentence-transformers-onnx-int8")
+PEERS = (
+    "sentence-transformers",
+    "flagembedding",
+    "sentence-transformers-onnx",
+    "sentence-transformers-onnx-int8",
+    "sentence-transformers-openvino",
+    "sentence-transformers-openvino-int8",
+)
 # CPU flags that decide which kernels run (printed with every result).
 # Dense float16/bfloat16 tensor-core peaks (TFLOP/s, without sparsity) of common GPUs, by a part of the name CUDA
 # gives them; the first match wins, so more specific names come first. Others: pass --peak-tflops.
