@@ -250,9 +250,11 @@ def test_sigterm_under_load_finishes_accepted_requests_and_refuses_new_connectio
     # Before SIGTERM, and the requests it caught in flight: 200. After it: refused at connect, or a clean 503, or
     # reset (ReadError) when the connection sat in the kernel's accept queue as the listener closed, or closed
     # unanswered (RemoteProtocolError) when uvicorn had accepted it but not yet read a request: the server never
-    # took those (the log check below proves none was processed), and a client may retry them elsewhere.
+    # took those (the log check below proves none was processed), and a client may retry them elsewhere. The
+    # server handles the signal a moment after it is sent: a connection it accepted in between is served in full.
     assert all(o == 200 for s, _, o in outcomes if s < sigterm)
-    assert set(after) <= {"ConnectError", "ReadError", "RemoteProtocolError", 503} and after
+    assert set(after) <= {200, "ConnectError", "ReadError", "RemoteProtocolError", 503}
+    assert set(after) - {200}  # new connections did get refused
     assert logged == {200: statuses[200]}  # the server answered every request it took, all 200
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after draining, as supervisors expect
     assert "Traceback" not in log
