@@ -180,8 +180,8 @@ def test_sigterm_under_load_finishes_accepted_requests_and_refuses_new_connectio
     english_model_dir: Path, record_figures: Callable[..., None]
 ) -> None:
     """SIGTERM amid 8 clients (a new connection per request): every request the server took gets its 200; new
-    connections are refused (or reset, if the kernel had queued them before the listener closed) and none is
-    processed; the process exits after draining."""
+    connections are refused (or reset, if the kernel had queued them before the listener closed), except those
+    accepted before the server handled the signal, which are served in full; the process exits after draining."""
     clients = 8
     bodies = [("/v2/rerank", {"query": f"{QUERY} {i}", "documents": DOCUMENTS * 3}) for i in range(64)]
     server = ServerProcess(["-m", str(english_model_dir), "--device", "cpu", "--slow-ms", "100000"]).wait_ready()

@@ -68,6 +68,11 @@ def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
     return score, f"{backend.name} {backend.dtype}"
 
 
+def _predict(encoder: Any) -> Score:
+    """sentence-transformers' recommended call: ``CrossEncoder.predict`` on the pairs, default batch size."""
+    return lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False)
+
+
 def _sentence_transformers(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
     from sentence_transformers import CrossEncoder
 
@@ -76,9 +81,7 @@ def _sentence_transformers(spec: dict[str, Any], counter: _Counter) -> tuple[Sco
     model_kwargs = {"torch_dtype": spec["dtype"]} if half else {}
     encoder = CrossEncoder(spec["model"], max_length=spec["max_length"], device=device, model_kwargs=model_kwargs)
     _count_hf(encoder.model, counter)
-    # Its recommended call: predict on the (query, document) pairs, default batch size.
-    score: Score = lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False)  # noqa: E731
-    return score, f"torch {spec['dtype'] if half else 'float32'}"
+    return _predict(encoder), f"torch {spec['dtype'] if half else 'float32'}"
 
 
 def _sentence_transformers_onnx(spec: dict[str, Any], counter: _Counter, *, int8: bool) -> tuple[Score, str]:
@@ -94,8 +97,7 @@ def _sentence_transformers_onnx(spec: dict[str, Any], counter: _Counter, *, int8
         export_dynamic_quantized_onnx_model(encoder, config, spec["model"])
         file_name = f"onnx/model_qint8_{config}.onnx"
         encoder = CrossEncoder(spec["model"], **options, model_kwargs={"file_name": file_name})
-    score: Score = lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False)  # noqa: E731
-    return score, f"onnx {f'int8 ({config})' if int8 else 'float32'}"
+    return _predict(encoder), f"onnx {f'int8 ({config})' if int8 else 'float32'}"
 
 
 def _sentence_transformers_openvino(spec: dict[str, Any], counter: _Counter, *, int8: bool) -> tuple[Score, str]:
@@ -110,9 +112,7 @@ def _sentence_transformers_openvino(spec: dict[str, Any], counter: _Counter, *, 
     options = {"max_length": spec["max_length"], "device": "cpu", "backend": "openvino"}
     encoder = CrossEncoder(spec["model"], **options)
     if not int8:
-        return lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False), (
-            "openvino float32"
-        )
+        return _predict(encoder), "openvino float32"
     from optimum.intel import OVQuantizationConfig
     from sentence_transformers import export_static_quantized_openvino_model
 
@@ -133,8 +133,7 @@ def _sentence_transformers_openvino(spec: dict[str, Any], counter: _Counter, *, 
     )
     file_name = "openvino/openvino_model_qint8_quantized.xml"
     encoder = CrossEncoder(spec["model"], **options, model_kwargs={"file_name": file_name})
-    score: Score = lambda query, documents: encoder.predict([(query, d) for d in documents], show_progress_bar=False)  # noqa: E731
-    return score, "openvino int8 (static)"
+    return _predict(encoder), "openvino int8 (static)"
 
 
 def _flagembedding(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
