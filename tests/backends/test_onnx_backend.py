@@ -90,6 +90,16 @@ def test_int8_keeps_the_top_1(english_int8: Reranker, query: str, relevant: str,
     assert english_int8.dtype == "int8"
 
 
+def test_an_int8_score_does_not_depend_on_the_batch(english_int8: Reranker) -> None:
+    # Dynamic int8 takes each activation tensor's scale from its whole range: batched naively, a pair's
+    # score moved by tenths of a logit with its batch mates and their padding.
+    pair = PAIRS[1]
+    alone = english_int8.score([pair])[0]
+    mates = [(pair[0], "tiny"), *PAIRS[1:], ("another query", "a much longer document " * 40)]
+    for batch in ([pair, mates[0]], [*mates, pair], [pair] * 3 + mates):
+        assert english_int8.score(batch)[batch.index(pair)] == pytest.approx(alone, abs=1e-6)
+
+
 def test_int8_ranks_like_fp32_on_judged_data(english_int8: Reranker, english_onnx: Reranker, shared_data: Path) -> None:
     pairs = judged_pairs(shared_data / "en_beir_dbpedia_subset", queries=8, docs=25)
     assert len(pairs) >= 150
@@ -127,6 +137,40 @@ def test_export_is_reused_and_invalidated(
         np.testing.assert_allclose(after, torch_rr.compute_score(["q", "a document"]), atol=1e-4)
     assert after != pytest.approx(before)
     assert len(exports(model_dir)) == 3
+
+
+def _int8_weight_range(export: Path) -> int:
+    """The largest magnitude among an int8 export's quantized weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(export / "model.onnx")).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("_quantized")]
+    return max(int(np.abs(w.astype(np.int32)).max()) for w in weights if w.dtype == np.int8)
+
+
+@pytest.mark.parametrize("seven_bit", [True, False], ids=["cpu-without-vnni", "cpu-with-vnni"])
+def test_int8_weights_keep_to_7_bits_where_the_cpu_kernels_saturate_fake_cpu(
+    tmp_path: Path,
+    xlmr_tokenizer_dir: Path,
+    m3_config: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+    seven_bit: bool,
+) -> None:
+    from crossrank.backends import onnx as onnx_backend
+
+    model_dir = build_tiny_xlmr(tmp_path / "tiny", xlmr_tokenizer_dir, m3_config, seed=8)
+    monkeypatch.setattr(onnx_backend, "int8_needs_7bit_weights", lambda flags, machine: seven_bit)  # another CPU
+    with Reranker(str(model_dir), backend="onnx", quantize="int8") as rr:
+        assert rr.rerank("what is panda?", ["a bear from China", "hi"]).results
+    [folder] = exports(model_dir)
+    scheme = "int8-7bit" if seven_bit else "int8"
+    assert folder.name.startswith(f"onnx-{scheme}-")
+    assert json.loads((folder / "crossrank-export.json").read_text())["quantize"] == scheme
+    if seven_bit:
+        assert _int8_weight_range(folder) <= 64
+    else:
+        assert _int8_weight_range(folder) > 64
 
 
 def test_a_damaged_export_is_made_again(tmp_path: Path, xlmr_tokenizer_dir: Path, m3_config: dict[str, object]) -> None:

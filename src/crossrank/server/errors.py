@@ -108,7 +108,7 @@ def documented_errors(path: str, *statuses: int) -> dict[int | str, dict[str, An
     return documented
 
 
-def _crossrank_error(request: Request, error: CrossrankError) -> JSONResponse:
+async def _crossrank_error(request: Request, error: CrossrankError) -> JSONResponse:
     status, error_type = next((s, t) for cls, s, t in _STATUS if isinstance(error, cls))
     headers = None
     if isinstance(error, OverloadedError):
@@ -125,7 +125,7 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) if parts else "body"
 
 
-def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid")
@@ -140,14 +140,14 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
 _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_limit"}
 
 
-def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "validation")
     return error_response(
         request.url.path, exc.status_code, str(exc.detail), error_type, dict(exc.headers or {}) or None
     )
 
 
-def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     _log.exception("%s %s: unexpected error", request.method, request.url.path)
     return error_response(
         request.url.path, 500, f"internal error ({type(exc).__name__}); see the server log", "backend"
@@ -156,6 +156,8 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error through the table above."""
+    # The handlers are coroutines because Starlette runs plain functions in its worker-thread pool: under overload
+    # every 429 would hop to a thread, and the pool would keep up to 40 idle threads afterwards.
     app.add_exception_handler(CrossrankError, _crossrank_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from crossrank import __version__
+from crossrank.backends.cpu import cpu_flags, cpu_model
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.errors import ConfigError, InputError
 from crossrank.tools import bench_runner
-from crossrank.tools.environment import cpu_flags, cpu_model
 
 __all__ = [
     "GPU_PEAK_TFLOPS",
@@ -72,7 +72,7 @@ GPU_PEAK_TFLOPS = (
     ("T4", 65.0),
 )
 
-_KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+_KERNEL_FLAGS = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 # Common words of encyclopedia text: generated documents read like prose to the tokenizer.
 _VOCABULARY = (
     "the of and to in is was for on that with as by at from his her their it an be are this which or had "

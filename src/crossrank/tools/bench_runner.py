@@ -56,10 +56,12 @@ def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
     backend = reranker.scorer.backend
     forward = backend.forward
 
+    alone = getattr(backend, "runs_pairs_alone", False)  # then it computes no padding
+
     def counted(batch: Any) -> Any:
         lengths = batch.attention_mask.sum(axis=1).astype("int64")
         counter[0] += int(lengths.sum())
-        counter[1] += int(batch.attention_mask.size)
+        counter[1] += int(lengths.sum()) if alone else int(batch.attention_mask.size)
         counter[2] += int((lengths * lengths).sum())
         return forward(batch)
 

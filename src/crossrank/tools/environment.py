@@ -16,6 +16,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
+from crossrank.backends.cpu import cpu_flags
 from crossrank.backends.diagnostics import TorchFacts
 from crossrank.backends.gpu import NvmlReport, describe_processes
 from crossrank.models.verify import Check
@@ -244,27 +245,6 @@ def check_gpus(nvml: NvmlReport, need_bytes: int | None, dtype: str) -> list[Che
                 )
             )
     return checks
-
-
-def _cpuinfo(*prefixes: str) -> str | None:
-    """The value of the first /proc/cpuinfo line starting with one of ``prefixes``; ``None`` where unknown."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(prefixes):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (``avx2``, ``amx_bf16``, ...) from /proc/cpuinfo; empty where unknown."""
-    return set((_cpuinfo("flags", "Features") or "").split())
-
-
-def cpu_model() -> str | None:
-    """The CPU's model name from /proc/cpuinfo, e.g. ``Intel(R) Xeon(R) Platinum 8480+``."""
-    return _cpuinfo("model name")
 
 
 def check_cpu(facts: TorchFacts) -> list[Check]:
