@@ -97,7 +97,9 @@ def _sentence_transformers_onnx(spec: dict[str, Any], counter: _Counter, *, int8
         # Its helper's presets: VNNI kernels where the CPU has them, else AVX2.
         config = "avx512_vnni" if "avx512_vnni" in flags else "avx2"
         export_dynamic_quantized_onnx_model(encoder, config, spec["model"])
-        file_name = f"onnx/model_qint8_{config}.onnx"
+        # Named after the preset's weight type: model_quint8_avx2.onnx, model_qint8_avx512_vnni.onnx.
+        [written] = Path(spec["model"], "onnx").glob(f"model_q*int8_{config}.onnx")
+        file_name = f"onnx/{written.name}"
         encoder = CrossEncoder(spec["model"], **options, model_kwargs={"file_name": file_name})
     return _predict(encoder), f"onnx {f'int8 ({config})' if int8 else 'float32'}"
 
