@@ -211,7 +211,6 @@ def test_bench_end_to_end_with_a_peer(tiny_xlmr_dir: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_int8_computes_no_padding(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
     model = shutil.copytree(tiny_xlmr_dir, tmp_path / "model")  # the export is written beside the model
     out = bench("-m", str(model), "--queries", "2", "--docs", "10", "--backend", "onnx", "--quantize", "int8", "--json")
@@ -221,6 +220,7 @@ def test_int8_computes_no_padding(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
     assert ours["padding_efficiency"] == 1.0  # each pair runs alone: computed tokens are the real ones
 
 
+@pytest.mark.slow
 def test_a_failing_peer_is_reported_and_the_rest_still_runs(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no-python"
     out = bench("-m", str(tiny_xlmr_dir), "--queries", "1", "--docs", "3", "--compare", "flagembedding", "--json")

@@ -60,8 +60,9 @@ def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
 
     def counted(batch: Any) -> Any:
         lengths = batch.attention_mask.sum(axis=1).astype("int64")
-        counter[0] += int(lengths.sum())
-        counter[1] += int(lengths.sum()) if alone else int(batch.attention_mask.size)
+        real = int(lengths.sum())
+        counter[0] += real
+        counter[1] += real if alone else int(batch.attention_mask.size)
         counter[2] += int((lengths * lengths).sum())
         return forward(batch)
 
