@@ -23,7 +23,7 @@ class GatedBackend:
 
     def __init__(self, inner: Backend, poison: int | None = None) -> None:
         self.inner, self.poison = inner, poison
-        self.name, self.device, self.dtype = inner.name, inner.device, inner.dtype
+        self.name, self.device, self.dtype, self.batching = inner.name, inner.device, inner.dtype, inner.batching
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()

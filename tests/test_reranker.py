@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossrank import ConfigError, InputError, Reranker, RerankResult, ScoredDocument, TruncationWarning
+from crossrank import (
+    BatchingOptions,
+    ConfigError,
+    InputError,
+    Reranker,
+    RerankResult,
+    ScoredDocument,
+    TruncationWarning,
+)
 from crossrank.tools.demo import DEMO_CASES
 
 KEYWORD_TRAPS = [
@@ -149,6 +157,20 @@ def test_bad_pairs(english_reranker: Reranker, pairs: object) -> None:
 def test_max_length_above_the_model_limit(english_model_dir: Path) -> None:
     with pytest.raises(ConfigError, match="512"):
         Reranker(str(english_model_dir), max_length=1024)
+
+
+def test_batch_sizes_default_to_the_backends_and_explicit_ones_win(
+    english_reranker: Reranker, tiny_xlmr_dir: Path
+) -> None:
+    assert english_reranker.batching == BatchingOptions(max_batch_tokens=8192, max_batch_size=64)  # CPU defaults
+    with Reranker(str(tiny_xlmr_dir), device="cpu", max_batch_tokens=1000) as rr:
+        assert rr.batching == BatchingOptions(max_batch_tokens=1000, max_batch_size=64)
+
+
+@pytest.mark.parametrize("option", ["max_batch_tokens", "max_batch_size"])
+def test_bad_batch_sizes_fail_before_any_model_loads(option: str) -> None:
+    with pytest.raises(ConfigError, match=f"{option} must be at least 1"):
+        Reranker("/no/such/model", **{option: 0})
 
 
 def test_model_facts(english_reranker: Reranker, tiny_reranker: Reranker) -> None:

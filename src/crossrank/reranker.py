@@ -61,6 +61,14 @@ def _check_pairs(pairs: object) -> list[tuple[str, str]]:
     return checked
 
 
+def _batching(tokens: int | None, pairs: int | None, suggested: BatchingOptions) -> BatchingOptions:
+    """The batch sizes asked for, and the backend's suggestion for those not given."""
+    return BatchingOptions(
+        max_batch_tokens=suggested.max_batch_tokens if tokens is None else tokens,
+        max_batch_size=suggested.max_batch_size if pairs is None else pairs,
+    )
+
+
 class Reranker:
     """Scores and orders documents for a query with a cross-encoder.
 
@@ -82,8 +90,9 @@ class Reranker:
             different scores); ``none`` keeps ``dtype``.
         max_length: tokens per (query, document) pair, special tokens included.
         query_max_length: the query's cap (default ``max_length * 3 // 4``); only documents are cut after it.
-        max_batch_tokens: padded tokens per forward pass.
-        max_batch_size: pairs per forward pass.
+        max_batch_tokens: padded tokens per forward pass (default: 8192 on CPU; on a GPU, what the
+            memory left free after loading holds, at most 32768).
+        max_batch_size: pairs per forward pass (default: 64 on CPU; on a GPU, the token budget / 64).
         num_threads: CPU threads for the runtime.
         allow_pickle: accept ``pytorch_model.bin`` weights (pickle can run code).
         trust_remote_code: run code shipped with the model.
@@ -116,8 +125,8 @@ class Reranker:
         quantize: Quantize = "none",
         max_length: int = 512,
         query_max_length: int | None = None,
-        max_batch_tokens: int = 8192,
-        max_batch_size: int = 64,
+        max_batch_tokens: int | None = None,
+        max_batch_size: int | None = None,
         num_threads: int | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
@@ -151,7 +160,7 @@ class Reranker:
             overlap_tokens=overlap_tokens,
             max_chunks_per_doc=max_chunks_per_doc,
         )
-        self.batching = BatchingOptions(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+        _batching(max_batch_tokens, max_batch_size, BatchingOptions())  # bad values fail before the model loads
         spec = ModelSpec(
             name_or_path=model,
             revision=revision,
@@ -166,6 +175,7 @@ class Reranker:
         self.revision = revision
         cache = CacheOptions(size=cache_size, max_bytes=cache_bytes, url=cache_url, ttl=cache_ttl, prefix=cache_prefix)
         self._loaded: LoadedModel = load_model(spec, runtime, self.truncation, backend, cache)
+        self.batching = _batching(max_batch_tokens, max_batch_size, self._loaded.scorer.backend.batching)
 
     @property
     def device(self) -> str:

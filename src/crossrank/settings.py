@@ -29,8 +29,8 @@ class Settings(BaseSettings):
     quantize: Quantize = "none"
     max_length: int = Field(default=512, ge=8)
     query_max_length: int | None = Field(default=None, ge=1)
-    max_batch_tokens: int = Field(default=8192, ge=1)
-    max_batch_size: int = Field(default=64, ge=1)
+    max_batch_tokens: int | None = Field(default=None, ge=1, description="None: 8192 on CPU, sized to GPU memory")
+    max_batch_size: int | None = Field(default=None, ge=1, description="None: 64 on CPU, tokens / 64 on a GPU")
     num_threads: int | None = Field(default=None, ge=1)
     fallback: Fallback = "none"
     allow_pickle: bool = False

@@ -1,10 +1,33 @@
-"""device="auto" placement: the emptiest GPU when the model fits there, else CPU (pure arithmetic, fake GPUs)."""
+"""device="auto" placement (the emptiest GPU when the model fits there, else CPU) and the GPU token budget.
+
+Pure arithmetic on fake GPUs' numbers; the activation estimate behind the budget is checked against the
+peak activation memory of a real forward pass on CPU.
+"""
 
 from __future__ import annotations
 
+import json
+import weakref
 from pathlib import Path
+from typing import Any
 
-from crossrank.backends.placement import GpuMemory, choose_placement, count_parameters, needed_bytes
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+from crossrank.backends.placement import (
+    GPU_MAX_BATCH_TOKENS,
+    GpuMemory,
+    activation_bytes_per_token,
+    choose_placement,
+    count_parameters,
+    gpu_batching,
+    needed_bytes,
+)
+from crossrank.backends.torch import TorchBackend
+from crossrank.config import BatchingOptions, RuntimeOptions
 
 GIB = 2**30
 M3_PARAMETERS = 568_000_000  # bge-reranker-v2-m3
@@ -47,3 +70,108 @@ def test_fake_gpu_explicit_dtype_is_kept_and_sized() -> None:
 def test_parameters_are_counted_from_the_real_weights(english_model_dir: Path) -> None:
     # 22.7M parameters stored in float32 (the header and metadata add a few kB).
     assert 22_700_000 <= count_parameters(english_model_dir) <= 22_720_000
+
+
+# --- token budget per forward pass on a GPU, from the memory free after loading ---------------------
+
+
+def test_m3_activations_per_token_in_float16() -> None:
+    m3 = {"hidden_size": 1024, "intermediate_size": 4096, "max_position_embeddings": 8194}
+    assert activation_bytes_per_token(m3, "float16") == 2 * (2 * 4096 + 4 * 1024 + 8194)
+    assert activation_bytes_per_token(m3, "float32") == 2 * activation_bytes_per_token(m3, "float16")
+
+
+def test_fake_gpu_with_room_gets_the_largest_budget_and_short_pairs_can_fill_it(m3_config: dict[str, object]) -> None:
+    batching = gpu_batching(130 * GIB, m3_config, "float16")  # an H200 after loading the model
+    assert batching.max_batch_tokens == GPU_MAX_BATCH_TOKENS
+    assert batching.max_batch_size * 64 == GPU_MAX_BATCH_TOKENS
+
+
+def test_fake_gpu_that_others_fill_gets_a_budget_its_free_memory_holds(m3_config: dict[str, object]) -> None:
+    per_token = activation_bytes_per_token(m3_config, "float16")
+    free = 300 * 2**20
+    batching = gpu_batching(free, m3_config, "float16")
+    assert 1024 < batching.max_batch_tokens < 8192  # below the CPU default: it would have run out of memory
+    assert batching.max_batch_tokens * per_token <= free
+    assert batching.max_batch_size == batching.max_batch_tokens // 64
+    # Half the memory, half the budget; none at all still lets one pair try (out-of-memory recovery follows).
+    assert gpu_batching(free // 2, m3_config, "float16").max_batch_tokens == pytest.approx(
+        batching.max_batch_tokens / 2, abs=1
+    )
+    assert gpu_batching(0, m3_config, "float16").max_batch_tokens == 1
+    assert gpu_batching(free, m3_config, "float32").max_batch_tokens < batching.max_batch_tokens
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Counts the bytes of the tensors ops create while they are alive, and their peak.
+
+    What any allocator must hold at least (a GPU's caching allocator rounds up and fragments on top,
+    hence the budget's share of free memory). Views share their base's storage and count once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._holders: dict[int, int] = {}  # storage address -> live tensors on it
+
+    def _release(self, address: int, nbytes: int) -> None:
+        self._holders[address] -= 1
+        if not self._holders[address]:
+            del self._holders[address]
+            self.live -= nbytes
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                address, nbytes = storage.data_ptr(), storage.nbytes()
+                if address not in self._holders:
+                    self._holders[address] = 0
+                    self.live += nbytes
+                    self.peak = max(self.peak, self.live)
+                self._holders[address] += 1
+                weakref.finalize(tensor, self._release, address, nbytes)
+        return out
+
+
+@pytest.mark.parametrize(("rows", "length"), [(8, 256), (1, 2048)])
+def test_the_activation_estimate_covers_a_measured_forward_pass(rows: int, length: int) -> None:
+    """Peak activation memory of a real float32 forward pass (on CPU: no GPU here) stays within the estimate.
+
+    One layer of bge-reranker-v2-m3's width is enough: layers run one after another and free their
+    intermediates. The estimate should not be wasteful either: most of it is really used. Many short
+    pairs, and one long pair, whose attention mask weighs more per token.
+    """
+    config = {"hidden_size": 1024, "intermediate_size": 4096, "max_position_embeddings": 2050}
+    torch.manual_seed(0)
+    model = XLMRobertaForSequenceClassification(
+        XLMRobertaConfig(**config, vocab_size=1000, num_attention_heads=16, num_hidden_layers=1, num_labels=1)
+    ).eval()
+    ids = torch.randint(5, 900, (rows, length))
+    mask = torch.ones_like(ids)
+    mask[0, length // 2 :] = 0  # padding, so the attention mask is built as in a real batch
+    with torch.inference_mode(), LiveTensorBytes() as memory:
+        model(input_ids=ids, attention_mask=mask)
+    estimate = activation_bytes_per_token(config, "float32") * rows * length
+    report = f"measured {memory.peak / 2**20:.0f} MiB, estimate {estimate / 2**20:.0f} MiB"
+    assert 0.6 * estimate <= memory.peak <= estimate, report
+
+
+def test_fake_gpu_torch_backend_sizes_its_batches_from_the_memory_free_after_loading(
+    english_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real TorchBackend on CPU, then told it sits on a GPU with 100 MiB free (the fake: no GPU here)."""
+    backend = TorchBackend(
+        english_model_dir, runtime=RuntimeOptions(device="cpu"), allow_pickle=False, trust_remote_code=False
+    )
+    assert backend.batching == BatchingOptions()  # CPU: the defaults
+    free = 100 * 2**20
+    asked: list[object] = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (asked.append(device), (free, 80 * GIB))[1])
+    backend._device = torch.device("cuda:0")
+    batching = backend._batching()
+    assert asked == [torch.device("cuda:0")]
+    config = json.loads((english_model_dir / "config.json").read_text())
+    assert batching == gpu_batching(free, config, "float32")
+    assert batching.max_batch_tokens < 8192

@@ -63,7 +63,7 @@ class Recording:
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
-        self.name, self.device, self.dtype = inner.name, inner.device, inner.dtype
+        self.name, self.device, self.dtype, self.batching = inner.name, inner.device, inner.dtype, inner.batching
         self.batches: list[EncodedBatch] = []
 
     def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:

@@ -271,7 +271,7 @@ class _PoisonedBackend:
     def __init__(self, inner: Backend, marker_ids: list[int]) -> None:
         self._inner = inner
         self._marker = np.asarray(marker_ids)
-        self.name, self.device, self.dtype = inner.name, inner.device, inner.dtype
+        self.name, self.device, self.dtype, self.batching = inner.name, inner.device, inner.dtype, inner.batching
         self.passes: list[tuple[int, bool]] = []  # (pairs, raised)
 
     def _poisoned(self, row: npt.NDArray[np.int64]) -> bool:

@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from crossrank.config import BatchingOptions
+
 __all__ = ["Backend", "EncodedBatch"]
 
 
@@ -36,12 +38,14 @@ class Backend(Protocol):
     """A loaded model that turns an :class:`EncodedBatch` into one float32 logit per pair.
 
     Implementations own the device and the precision; they must return float32 whatever they
-    compute in, so the engine's activation and ranking never see half precision.
+    compute in, so the engine's activation and ranking never see half precision. ``batching`` is
+    the batch size that suits the backend on its device, used where the user sets none.
     """
 
     name: str
     device: str
     dtype: str
+    batching: BatchingOptions
 
     def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         """Score a batch; returns shape ``[batch.size]``."""

@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from crossrank.backends.base import EncodedBatch
 from crossrank.backends.cpu import cpu_flags, int8_needs_7bit_weights
-from crossrank.config import RuntimeOptions
+from crossrank.config import BatchingOptions, RuntimeOptions
 from crossrank.errors import BackendError, ConfigError, InferenceError
 
 if TYPE_CHECKING:
@@ -146,6 +146,8 @@ class OnnxBackend:
         self.dtype = "int8" if runtime.quantize == "int8" else "float32"
         # int8 runs each pair alone, without padding (see _unpadded_row).
         self.runs_pairs_alone = self.quantize == "int8"
+        # The CPU defaults; with onnxruntime-gpu too, whose memory onnxruntime's own arena manages.
+        self.batching = BatchingOptions()
         # An export made for a CPU with VNNI would score less exactly on one without: the scheme is in its key.
         self._scheme = (
             "int8-7bit"

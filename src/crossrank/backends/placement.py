@@ -1,21 +1,28 @@
-"""Where a model runs when ``device="auto"``: the GPU with the most free memory if the model fits, else CPU.
+"""Where a model runs when ``device="auto"`` (the GPU with the most free memory if the model fits, else
+CPU), and how many tokens a forward pass may take on a GPU (sized to the memory left after loading).
 
-Pure arithmetic over numbers the torch backend measures, so the decision is tested without a GPU.
+Pure arithmetic over numbers the torch backend measures, so the decisions are tested without a GPU.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from crossrank.config import BatchingOptions
 
 __all__ = [
     "DTYPE_BYTES",
+    "GPU_MAX_BATCH_TOKENS",
     "GpuMemory",
     "Placement",
+    "activation_bytes_per_token",
     "choose_placement",
     "count_parameters",
+    "gpu_batching",
     "needed_bytes",
     "stored_dtype",
 ]
@@ -25,6 +32,14 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # batch of bge-reranker-v2-m3 (XLM-R large) under the default 8192-token budget needs about 1 GiB.
 _HEADROOM_BYTES = 1536 * 2**20
 _HEADROOM_FACTOR = 1.2
+# A GPU pass of more tokens than this gains little throughput and holds a server's other requests back;
+# smaller GPUs or fuller ones get less (gpu_batching). TEI's default budget is 16384.
+GPU_MAX_BATCH_TOKENS = 32768
+# Of the memory free after loading, what activations may take: the rest is for the caching allocator's
+# fragmentation, cuBLAS workspaces and the other processes on the card growing a little.
+_ACTIVATION_SHARE = 0.7
+# A short pair, in tokens: the pairs-per-pass cap lets a budget fill with such pairs.
+_SHORT_PAIR_TOKENS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +110,32 @@ def choose_placement(dtype: str, gpus: Sequence[GpuMemory], parameters: int, *, 
         f"the model needs about {need / gib:.1f} GiB at {chosen} but the emptiest GPU, cuda:{best.index}, has "
         f"{best.free_bytes / gib:.1f} GiB free; running on CPU",
     )
+
+
+def activation_bytes_per_token(config: Mapping[str, Any], dtype: str) -> int:
+    """Peak activation memory per padded token of one forward pass of a BERT-like encoder at ``dtype``.
+
+    Inside a layer the feed-forward input and output (2 x intermediate) are alive beside the residual
+    stream and the attention projections (about 4 x hidden), and the attention mask holds one value per
+    position of the longest pair; the model's position table is taken as that length, the worst case.
+    Layers run one after another, so depth does not add. For bge-reranker-v2-m3 this is 20 x hidden values
+    per token; peak memory measured on CPU (hidden 1024, intermediate 4096) was 11 x hidden at 512-token
+    pairs and 16 x hidden at 8192 (tests/backends/test_placement.py measures it again).
+    """
+    hidden = int(config.get("hidden_size", 1024))
+    intermediate = int(config.get("intermediate_size", 4 * hidden))
+    positions = int(config.get("max_position_embeddings", 512))
+    return DTYPE_BYTES[dtype] * (2 * intermediate + 4 * hidden + positions)
+
+
+def gpu_batching(free_bytes: int, config: Mapping[str, Any], dtype: str) -> BatchingOptions:
+    """Tokens and pairs per forward pass for a GPU with ``free_bytes`` free once the model is loaded.
+
+    The token budget is what a share of the free memory holds in activations, at most
+    ``GPU_MAX_BATCH_TOKENS``; a card that others fill gets a smaller one instead of out-of-memory errors
+    (which remain the backstop: the torch backend halves a batch that still does not fit). The pairs cap
+    lets the budget fill with short pairs.
+    """
+    tokens = int(max(free_bytes, 0) * _ACTIVATION_SHARE) // activation_bytes_per_token(config, dtype)
+    tokens = min(max(tokens, 1), GPU_MAX_BATCH_TOKENS)
+    return BatchingOptions(max_batch_tokens=tokens, max_batch_size=max(tokens // _SHORT_PAIR_TOKENS, 64))

@@ -21,8 +21,15 @@ from transformers import AutoModelForSequenceClassification
 
 from crossrank.backends.base import EncodedBatch
 from crossrank.backends.gpu import describe_processes, nvml_report
-from crossrank.backends.placement import GpuMemory, choose_placement, count_parameters, needed_bytes, stored_dtype
-from crossrank.config import RuntimeOptions
+from crossrank.backends.placement import (
+    GpuMemory,
+    choose_placement,
+    count_parameters,
+    gpu_batching,
+    needed_bytes,
+    stored_dtype,
+)
+from crossrank.config import BatchingOptions, RuntimeOptions
 from crossrank.errors import ConfigError, DeviceMemoryError, InferenceError, IntegrityError, UnsupportedModelError
 
 __all__ = ["RecoveryStats", "TorchBackend", "cpu_autocasts_bf16"]
@@ -155,6 +162,7 @@ class TorchBackend:
             "trust_remote_code": trust_remote_code,
         }
         self._model = self._load(self._dtype).to(self._device).eval()
+        self.batching = self._batching()
         self._fp32: Any = None  # a float32 copy, made on first need (overflow or CPU fallback)
         self._fp32_device: torch.device | None = None
 
@@ -175,6 +183,21 @@ class TorchBackend:
                 f"could not load the weights in {self._model_dir}: {exc}",
                 fix="the files may be incomplete or corrupt: download the model again (crossrank verify tells more)",
             ) from exc
+
+    def _batching(self) -> BatchingOptions:
+        """The CPU defaults; on a GPU, a token budget sized to the memory left free by loading (logged)."""
+        if self._device.type != "cuda":
+            return BatchingOptions()
+        free, _ = torch.cuda.mem_get_info(self._device)
+        batching = gpu_batching(int(free), self._model.config.to_dict(), str(self._dtype).removeprefix("torch."))
+        _log.info(
+            "batching on %s: %d tokens, %d pairs per forward pass at most (%.1f GiB free after loading)",
+            self.device,
+            batching.max_batch_tokens,
+            batching.max_batch_size,
+            free / _GIB,
+        )
+        return batching
 
     def _run(self, model: Any, device: torch.device, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         """One forward pass of ``model`` on ``device``; float32 logits on the host.

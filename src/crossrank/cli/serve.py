@@ -50,8 +50,13 @@ def serve(
     backend: BackendOption = None,
     quantize: QuantizeOption = None,
     max_length: MaxLengthOption = None,
-    max_batch_tokens: Annotated[int | None, typer.Option(help="Padded tokens per forward pass [8192].")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="Pairs per forward pass [64].")] = None,
+    max_batch_tokens: Annotated[
+        int | None,
+        typer.Option(help="Padded tokens per forward pass [8192 on CPU; on a GPU, what free memory holds, <= 32768]."),
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Pairs per forward pass [64 on CPU; on a GPU, the token budget / 64].")
+    ] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait for a batch to fill [5].")] = None,
     max_queue_pairs: Annotated[int | None, typer.Option(help="Queued pairs before 429 [8192].")] = None,
     max_batch_requests: Annotated[

@@ -101,6 +101,7 @@ class ObservedBackend:
         self.name = inner.name
         self.device = inner.device
         self.dtype = inner.dtype
+        self.batching = inner.batching
 
     def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         started = time.perf_counter()
