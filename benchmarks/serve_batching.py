@@ -25,8 +25,9 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = "the of and to in is was for on that with by as it from at his an were are which this be or has".split()
-TOPICS = "panda berlin python coffee volcano violin glacier tennis saturn bread river engine".split()
+# Word lists read best as sentences.
+WORDS = "the of and to in is was for on that with by as it from at his an were are which this be or has".split()  # noqa: SIM905
+TOPICS = "panda berlin python coffee volcano violin glacier tennis saturn bread river engine".split()  # noqa: SIM905
 
 
 def _port() -> int:
@@ -152,7 +153,8 @@ def main() -> None:
             f"{r['p95_ms']:8.1f} {r['p99_ms']:8.1f} {r['forward_passes']:7.0f}"
         )
     print(
-        f"throughput x{ratios['throughput_x']:.2f}, p50 latency x{ratios['p50_x']:.2f} lower, p99 x{ratios['p99_x']:.2f} lower"
+        f"throughput x{ratios['throughput_x']:.2f}, "
+        f"p50 latency x{ratios['p50_x']:.2f} lower, p99 x{ratios['p99_x']:.2f} lower"
     )
 
 
