@@ -7,10 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import jsonschema
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from crossrank.backends.diagnostics import CudaDevice, TorchFacts
 from crossrank.backends.gpu import GpuInfo, GpuProcess, NvmlReport
@@ -164,6 +167,26 @@ def test_more_threads_than_cores() -> None:
     assert "OMP_NUM_THREADS=512" in check.detail
     assert check.fix is not None
     assert check.fix.startswith("set CROSSRANK_NUM_THREADS=")
+
+
+def test_fake_install_with_a_huggingface_hub_too_old_for_crossrank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub 1.21 (what optimum-intel 2.2 pins below 1.22) lacks the cached-listing call `verify` uses."""
+    versions = {"torch": "2.13.0", "transformers": "5.5.4", "tokenizers": "0.22.1", "huggingface_hub": "1.21.0"}
+    monkeypatch.setattr(environment, "installed", {**versions, "safetensors": "0.6.2"}.get)
+    check = next(c for c in environment.check_packages("0.1.0") if c.name == "packages")
+    assert check.status == "fail"
+    assert "huggingface_hub 1.21.0 (needs >= 1.23)" in check.detail
+    assert check.fix is not None and "'huggingface_hub>=1.23'" in check.fix
+
+
+def test_doctor_floors_are_the_packages_own() -> None:
+    floors = {}
+    for line in metadata.requires("crossrank") or []:
+        requirement = Requirement(line)
+        if requirement.marker is None:  # not an extra's
+            (spec,) = requirement.specifier
+            floors[canonicalize_name(requirement.name)] = spec.version
+    assert {name: floors[canonicalize_name(name)] for name in environment._MINIMUM} == environment._MINIMUM
 
 
 def test_fake_installs_keras3_next_to_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:

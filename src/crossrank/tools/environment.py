@@ -33,12 +33,12 @@ __all__ = [
     "installed",
 ]
 
-# The stack crossrank runs on, and the oldest release of each that works with it.
+# The stack crossrank runs on, and the oldest release of each that works with it (pyproject.toml's floors).
 _MINIMUM = {
     "torch": "2.4",
-    "transformers": "4.48",
+    "transformers": "5.0",
     "tokenizers": "0.21",
-    "huggingface_hub": "0.26",
+    "huggingface_hub": "1.23",
     "safetensors": "0.4.3",
 }
 # Packages whose declared pins on each other we check, like `pip check` for this stack only.
@@ -97,7 +97,8 @@ def check_packages(crossrank_version: str) -> list[Check]:
     old = [f"{name} {v} (needs >= {_MINIMUM[name]})" for name, v in versions.items() if v and _older(v, _MINIMUM[name])]
     if missing or old:
         problem = ", ".join([*(f"{m} is not installed" for m in missing), *old])
-        fix = "pip install 'torch>=2.4' 'transformers>=4.48' 'tokenizers>=0.21' (see the README's install line)"
+        wanted = " ".join(f"'{name}>={version}'" for name, version in _MINIMUM.items())
+        fix = f"pip install {wanted} (see the README's install line)"
         checks.append(Check("packages", "fail", f"crossrank {crossrank_version}: {problem}", fix))
     else:
         checks.append(Check("packages", "ok", f"crossrank {crossrank_version}, {listed}"))
