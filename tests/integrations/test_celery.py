@@ -35,14 +35,24 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
         yield server
 
 
+# Seconds after which the broker hands out again a task that a worker took but never acknowledged.
+VISIBILITY_TIMEOUT = 5
+
+
 def _settings(redis: RedisServer) -> Settings:
-    return Settings(celery_broker_url=redis.url(0), celery_result_backend=redis.url(1), celery_visibility_timeout=5)
+    return Settings(
+        celery_broker_url=redis.url(0),
+        celery_result_backend=redis.url(1),
+        celery_visibility_timeout=VISIBILITY_TIMEOUT,
+    )
 
 
 class Worker:
     def __init__(self, redis: RedisServer, model: Path) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="crossrank-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        env = subprocess_env(CROSSRANK_CELERY_VISIBILITY_TIMEOUT="5", CROSSRANK_DEVICE="cpu", PYTHONUNBUFFERED="1")
+        env = subprocess_env(
+            CROSSRANK_CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT), CROSSRANK_DEVICE="cpu", PYTHONUNBUFFERED="1"
+        )
         args = ["--broker", redis.url(0), "--backend", redis.url(1), "-m", str(model)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "crossrank", "worker", *args],
@@ -110,7 +120,9 @@ def test_a_killed_worker_loses_no_accepted_task(
     redis: RedisServer, english_model_dir: Path, english_reranker: Reranker
 ) -> None:
     app = create_celery(_settings(redis))
-    heavy = [f"{DOCS[i % len(DOCS)]} {i} " * 40 for i in range(200)]  # seconds of work, so it dies mid-task
+    # Seconds of work (40 documents of 130-450 tokens), so it dies mid-task: it is killed within about 0.05 s of being
+    # received.
+    heavy = [f"{DOCS[i % len(DOCS)]} {i} " * 40 for i in range(40)]
     light = app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": DOCS})
     held = app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": heavy})
     first = Worker(redis, english_model_dir)
@@ -124,6 +136,11 @@ def test_a_killed_worker_loses_no_accepted_task(
     finally:
         first.stop()
     assert held.state != "SUCCESS"
+    # Kombu's Redis transport hands out unacknowledged tasks older than the visibility timeout when a worker's event
+    # loop starts, and after that only every ~100 s (10 s interval x throttle 10): the second worker starts once the
+    # held task is past its timeout, so the sweep at its start finds it. It must be the worker's own timeout that
+    # lets the task go: with kombu's default (an hour) nothing is handed out and the result never comes.
+    time.sleep(VISIBILITY_TIMEOUT + 1)
     second = Worker(redis, english_model_dir)
     try:
         result = held.get(timeout=240)
