@@ -119,8 +119,8 @@ def activation_bytes_per_token(config: Mapping[str, Any], dtype: str) -> int:
     stream and the attention projections (about 4 x hidden), and the attention mask holds one value per
     position of the longest pair; the model's position table is taken as that length, the worst case.
     Layers run one after another, so depth does not add. For bge-reranker-v2-m3 this is 20 x hidden values
-    per token; peak memory measured on CPU (hidden 1024, intermediate 4096) was 11 x hidden at 512-token
-    pairs and 16 x hidden at 8192 (tests/backends/test_placement.py measures it again).
+    per token; the peak tensor memory measured on CPU (hidden 1024, intermediate 4096) was 11 x hidden at
+    64-512-token pairs and 13-15 x hidden at 8192 (tests/backends/test_placement.py measures it again).
     """
     hidden = int(config.get("hidden_size", 1024))
     intermediate = int(config.get("intermediate_size", 4 * hidden))
