@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from crossrank import AsyncReranker, InferenceError, OverloadedError, Reranker
+from crossrank import AsyncReranker, BatchingOptions, InferenceError, OverloadedError, Reranker
 from crossrank.backends.base import Backend, EncodedBatch
 from crossrank.engine.batcher import BatchStats, MicroBatcher, QueueOptions
 from crossrank.engine.scorer import Scorer, ScoreRequest
@@ -172,3 +172,21 @@ def test_closed_batcher_refuses_new_work(english_reranker: Reranker) -> None:
 def test_queue_options_are_validated(options: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         QueueOptions(**options)  # type: ignore[arg-type]
+
+
+def test_a_cycle_full_of_pairs_does_not_wait_for_a_gpu_sized_batch(english_reranker: Reranker) -> None:
+    """GPU batching allows 512 pairs a pass, but a cycle takes 256 at most: 300 queued pairs go at once.
+
+    (Waiting for 512 would hold them the whole max_wait_ms, here 60 s, and the test would time out.)
+    """
+    batching = BatchingOptions(max_batch_tokens=32768, max_batch_size=512)
+    batcher = MicroBatcher(english_reranker.scorer, batching, QueueOptions(max_wait_ms=60_000))
+    batcher.start()
+
+    async def run() -> None:
+        await asyncio.wait_for(batcher.submit(_request(english_reranker, "q", ["a short document"] * 300)), 30)
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()

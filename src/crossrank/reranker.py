@@ -92,7 +92,7 @@ class Reranker:
         query_max_length: the query's cap (default ``max_length * 3 // 4``); only documents are cut after it.
         max_batch_tokens: padded tokens per forward pass (default: 8192 on CPU; on a GPU, what the
             memory left free after loading holds, at most 32768).
-        max_batch_size: pairs per forward pass (default: 64 on CPU; on a GPU, the token budget / 64).
+        max_batch_size: pairs per forward pass (default: 64 on CPU; on a GPU, the token budget / 64, at least 64).
         num_threads: CPU threads for the runtime.
         allow_pickle: accept ``pytorch_model.bin`` weights (pickle can run code).
         trust_remote_code: run code shipped with the model.

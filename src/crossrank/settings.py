@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     max_length: int = Field(default=512, ge=8)
     query_max_length: int | None = Field(default=None, ge=1)
     max_batch_tokens: int | None = Field(default=None, ge=1, description="None: 8192 on CPU, sized to GPU memory")
-    max_batch_size: int | None = Field(default=None, ge=1, description="None: 64 on CPU, tokens / 64 on a GPU")
+    max_batch_size: int | None = Field(default=None, ge=1, description="None: 64 on CPU, tokens / 64 (>= 64) on a GPU")
     num_threads: int | None = Field(default=None, ge=1)
     fallback: Fallback = "none"
     allow_pickle: bool = False

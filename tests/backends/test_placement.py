@@ -77,8 +77,8 @@ def test_parameters_are_counted_from_the_real_weights(english_model_dir: Path) -
 
 def test_m3_activations_per_token_in_float16() -> None:
     m3 = {"hidden_size": 1024, "intermediate_size": 4096, "max_position_embeddings": 8194}
-    assert activation_bytes_per_token(m3, "float16") == 2 * (2 * 4096 + 4 * 1024 + 8194)
-    assert activation_bytes_per_token(m3, "float32") == 2 * activation_bytes_per_token(m3, "float16")
+    assert activation_bytes_per_token(m3, "float16") == 2 * (2 * 4096 + 5 * 1024) + 4 * 8194  # 59 KB
+    assert activation_bytes_per_token(m3, "float32") == 4 * (2 * 4096 + 5 * 1024) + 6 * 8194
 
 
 def test_fake_gpu_with_room_gets_the_largest_budget_and_short_pairs_can_fill_it(m3_config: dict[str, object]) -> None:
@@ -89,11 +89,11 @@ def test_fake_gpu_with_room_gets_the_largest_budget_and_short_pairs_can_fill_it(
 
 def test_fake_gpu_that_others_fill_gets_a_budget_its_free_memory_holds(m3_config: dict[str, object]) -> None:
     per_token = activation_bytes_per_token(m3_config, "float16")
-    free = 300 * 2**20
+    free = 500 * 2**20
     batching = gpu_batching(free, m3_config, "float16")
     assert 1024 < batching.max_batch_tokens < 8192  # below the CPU default: it would have run out of memory
     assert batching.max_batch_tokens * per_token <= free
-    assert batching.max_batch_size == batching.max_batch_tokens // 64
+    assert batching.max_batch_size == batching.max_batch_tokens // 64  # short pairs can fill it
     # Half the memory, half the budget; none at all still lets one pair try (out-of-memory recovery follows).
     assert gpu_batching(free // 2, m3_config, "float16").max_batch_tokens == pytest.approx(
         batching.max_batch_tokens / 2, abs=1
@@ -139,14 +139,15 @@ class LiveTensorBytes(TorchDispatchMode):
 def test_the_activation_estimate_covers_a_measured_forward_pass(rows: int, length: int) -> None:
     """Peak activation memory of a real float32 forward pass (on CPU: no GPU here) stays within the estimate.
 
-    One layer of bge-reranker-v2-m3's width is enough: layers run one after another and free their
-    intermediates. The estimate should not be wasteful either: most of it is really used. Many short
-    pairs, and one long pair, whose attention mask weighs more per token.
+    Two layers of bge-reranker-v2-m3's width: layers run one after another and free their intermediates,
+    but the embedding output lives through all of them. The estimate should not be wasteful either: most
+    of it is really used. Many short pairs, and one long pair, whose attention mask weighs more per token.
+    (The attention kernel's own buffers are not tensors seen here; tests/gpu checks a GPU's full count.)
     """
     config = {"hidden_size": 1024, "intermediate_size": 4096, "max_position_embeddings": 2050}
     torch.manual_seed(0)
     model = XLMRobertaForSequenceClassification(
-        XLMRobertaConfig(**config, vocab_size=1000, num_attention_heads=16, num_hidden_layers=1, num_labels=1)
+        XLMRobertaConfig(**config, vocab_size=1000, num_attention_heads=16, num_hidden_layers=2, num_labels=1)
     ).eval()
     ids = torch.randint(5, 900, (rows, length))
     mask = torch.ones_like(ids)

@@ -301,3 +301,30 @@ def test_m3_shape_is_bge_reranker_v2_m3s_exact_config(m3_config: dict[str, objec
 
     meta = {"_name_or_path", "transformers_version", "torch_dtype"}
     assert {k: v for k, v in m3_config.items() if k not in meta} == M3_SHAPE
+
+
+def test_m3_shape_is_built_aside_so_an_interrupted_build_leaves_no_weights(
+    xlmr_tokenizer_dir: Path, m3_config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build runs with a shrunk config here (the real one writes 2.3 GB); the folder logic is the same."""
+    from crossrank.backends import synthetic
+    from crossrank.tools.bench import m3_shape
+
+    monkeypatch.setattr(synthetic, "M3_SHAPE", {**m3_config, "num_hidden_layers": 1, "hidden_size": 32,
+                                                 "num_attention_heads": 4, "intermediate_size": 64})  # fmt: skip
+    real_build = synthetic.build_random_model
+
+    def killed_after_writing(*args: Any, **kwargs: Any) -> Path:
+        real_build(*args, **kwargs)
+        raise KeyboardInterrupt  # as a Ctrl-C or a timeout's kill between writing and finishing
+
+    target = tmp_path / "m3-shape"
+    monkeypatch.setattr(synthetic, "build_random_model", killed_after_writing)
+    with pytest.raises(KeyboardInterrupt):
+        m3_shape(xlmr_tokenizer_dir, target)
+    assert not (target / "model.safetensors").exists()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(synthetic, "build_random_model", real_build)
+    assert m3_shape(xlmr_tokenizer_dir, target) == target
+    assert (target / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["m3-shape"]  # the stopped build's files went with it

@@ -116,16 +116,19 @@ def activation_bytes_per_token(config: Mapping[str, Any], dtype: str) -> int:
     """Peak activation memory per padded token of one forward pass of a BERT-like encoder at ``dtype``.
 
     Inside a layer the feed-forward input and output (2 x intermediate) are alive beside the residual
-    stream and the attention projections (about 4 x hidden), and the attention mask holds one value per
-    position of the longest pair; the model's position table is taken as that length, the worst case.
-    Layers run one after another, so depth does not add. For bge-reranker-v2-m3 this is 20 x hidden values
-    per token; the peak tensor memory measured on CPU (hidden 1024, intermediate 4096) was 11 x hidden at
-    64-512-token pairs and 13-15 x hidden at 8192 (tests/backends/test_placement.py measures it again).
+    stream, the attention projections and the embedding output, which the model keeps through every
+    layer (about 5 x hidden). The attention mask holds one value per position of the longest pair, taken
+    as the model's whole position table (the worst case): a boolean mask, its negation and the ``dtype``
+    copy that the fused attention kernels read. Layers run one after another, so depth does not add. For
+    bge-reranker-v2-m3 in float16 this is 59 KB per token; the peak tensor memory measured on CPU at its
+    width was 11-15 x hidden per token against 16-20 estimated (tests/backends/test_placement.py; a GPU's
+    own counter: tests/gpu).
     """
     hidden = int(config.get("hidden_size", 1024))
     intermediate = int(config.get("intermediate_size", 4 * hidden))
     positions = int(config.get("max_position_embeddings", 512))
-    return DTYPE_BYTES[dtype] * (2 * intermediate + 4 * hidden + positions)
+    size = DTYPE_BYTES[dtype]
+    return size * (2 * intermediate + 5 * hidden) + (size + 2) * positions
 
 
 def gpu_batching(free_bytes: int, config: Mapping[str, Any], dtype: str) -> BatchingOptions:
@@ -134,7 +137,7 @@ def gpu_batching(free_bytes: int, config: Mapping[str, Any], dtype: str) -> Batc
     The token budget is what a share of the free memory holds in activations, at most
     ``GPU_MAX_BATCH_TOKENS``; a card that others fill gets a smaller one instead of out-of-memory errors
     (which remain the backstop: the torch backend halves a batch that still does not fit). The pairs cap
-    lets the budget fill with short pairs.
+    lets the budget fill with short pairs (and is never below the CPU's 64).
     """
     tokens = int(max(free_bytes, 0) * _ACTIVATION_SHARE) // activation_bytes_per_token(config, dtype)
     tokens = min(max(tokens, 1), GPU_MAX_BATCH_TOKENS)

@@ -23,6 +23,7 @@ from crossrank.backends.base import EncodedBatch
 from crossrank.backends.gpu import describe_processes, nvml_report
 from crossrank.backends.placement import (
     GpuMemory,
+    activation_bytes_per_token,
     choose_placement,
     count_parameters,
     gpu_batching,
@@ -184,12 +185,18 @@ class TorchBackend:
                 fix="the files may be incomplete or corrupt: download the model again (crossrank verify tells more)",
             ) from exc
 
+    def _shape(self) -> dict[str, int]:
+        """The sizes activation memory depends on, through the config's own aliases (DistilBERT's ``dim``)."""
+        config = self._model.config
+        names = ("hidden_size", "intermediate_size", "max_position_embeddings")
+        return {name: int(getattr(config, name)) for name in names if isinstance(getattr(config, name, None), int)}
+
     def _batching(self) -> BatchingOptions:
         """The CPU defaults; on a GPU, a token budget sized to the memory left free by loading (logged)."""
         if self._device.type != "cuda":
             return BatchingOptions()
         free, _ = torch.cuda.mem_get_info(self._device)
-        batching = gpu_batching(int(free), self._model.config.to_dict(), str(self._dtype).removeprefix("torch."))
+        batching = gpu_batching(int(free), self._shape(), str(self._dtype).removeprefix("torch."))
         _log.info(
             "batching on %s: %d tokens, %d pairs per forward pass at most (%.1f GiB free after loading)",
             self.device,
@@ -265,7 +272,9 @@ class TorchBackend:
             device = torch.device("cpu")
             if self._device.type == "cuda":
                 free, _ = torch.cuda.mem_get_info(self._device)
-                if free >= needed_bytes(count_parameters(self._model_dir), "float32"):
+                # Beside its weights, the copy recomputes batches of up to the token budget in float32.
+                activations = self.batching.max_batch_tokens * activation_bytes_per_token(self._shape(), "float32")
+                if free >= needed_bytes(count_parameters(self._model_dir), "float32") + activations:
                     device = self._device
             self._fp32 = self._load(torch.float32).to(device).eval()
             self._fp32_device = device

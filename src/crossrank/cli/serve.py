@@ -55,7 +55,7 @@ def serve(
         typer.Option(help="Padded tokens per forward pass [8192 on CPU; on a GPU, what free memory holds, <= 32768]."),
     ] = None,
     max_batch_size: Annotated[
-        int | None, typer.Option(help="Pairs per forward pass [64 on CPU; on a GPU, the token budget / 64].")
+        int | None, typer.Option(help="Pairs per forward pass [64 on CPU; on a GPU, token budget / 64, >= 64].")
     ] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait for a batch to fill [5].")] = None,
     max_queue_pairs: Annotated[int | None, typer.Option(help="Queued pairs before 429 [8192].")] = None,

@@ -255,7 +255,8 @@ class MicroBatcher:
                     return None
                 self._cond.wait()
             deadline = state.queue[0].enqueued + options.max_wait_ms / 1000
-            fill = self._batching.max_batch_size
+            # A cycle takes max_cycle_pairs at most: waiting for more (a GPU's bigger batches) only adds latency.
+            fill = min(self._batching.max_batch_size, options.max_cycle_pairs)
             while (
                 not state.closing
                 and state.queued_pairs < fill

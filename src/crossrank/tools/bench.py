@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -214,7 +215,15 @@ def m3_shape(tokenizer_dir: Path, target: Path | None = None) -> Path:
 
     folder = target or Path.home() / ".cache" / "crossrank" / "m3-shape"
     if not (folder / "model.safetensors").is_file():
-        build_random_model(folder, tokenizer_dir, M3_SHAPE, seed=0)
+        # Built aside and moved in whole: a build stopped midway must not leave weights that look complete.
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"{folder.name}.partial-", dir=folder.parent))
+        try:
+            build_random_model(partial, tokenizer_dir, M3_SHAPE, seed=0)
+            shutil.rmtree(folder, ignore_errors=True)  # without weights, nothing in it belongs to a model
+            partial.rename(folder)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return folder
 
 
