@@ -141,4 +141,5 @@ def gpu_batching(free_bytes: int, config: Mapping[str, Any], dtype: str) -> Batc
     """
     tokens = int(max(free_bytes, 0) * _ACTIVATION_SHARE) // activation_bytes_per_token(config, dtype)
     tokens = min(max(tokens, 1), GPU_MAX_BATCH_TOKENS)
-    return BatchingOptions(max_batch_tokens=tokens, max_batch_size=max(tokens // _SHORT_PAIR_TOKENS, 64))
+    pairs = max(tokens // _SHORT_PAIR_TOKENS, BatchingOptions().max_batch_size)
+    return BatchingOptions(max_batch_tokens=tokens, max_batch_size=pairs)
