@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,31 @@ def build_tiny_xlmr(target: Path, tokenizer_dir: Path, m3_config: dict[str, obje
 
     shrunk = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
     return build_random_model(target, tokenizer_dir, {**m3_config, **shrunk}, seed=seed)
+
+
+def m3_width_encoder(max_positions: int) -> tuple[dict[str, int], Any, Any]:
+    """Two random layers of bge-reranker-v2-m3's width (vocabulary cut to 1,000), for activation-memory checks.
+
+    Returns the sizes the memory estimate reads, the model, and a function of ``(rows, length, device)``
+    giving token ids and an attention mask whose first row is half padding (so the mask is built as in a
+    real batch).
+    """
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    sizes = {"hidden_size": 1024, "intermediate_size": 4096, "max_position_embeddings": max_positions}
+    torch.manual_seed(0)
+    model = XLMRobertaForSequenceClassification(
+        XLMRobertaConfig(**sizes, vocab_size=1000, num_attention_heads=16, num_hidden_layers=2, num_labels=1)
+    ).eval()
+
+    def inputs(rows: int, length: int, device: str = "cpu") -> tuple[Any, Any]:
+        ids = torch.randint(5, 900, (rows, length), device=device)
+        mask = torch.ones_like(ids)
+        mask[0, length // 2 :] = 0
+        return ids, mask
+
+    return sizes, model, inputs
 
 
 @pytest.fixture(scope="session")

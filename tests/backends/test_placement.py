@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
+from conftest import m3_width_encoder
 from crossrank.backends.placement import (
     GPU_MAX_BATCH_TOKENS,
     GpuMemory,
@@ -144,14 +144,8 @@ def test_the_activation_estimate_covers_a_measured_forward_pass(rows: int, lengt
     of it is really used. Many short pairs, and one long pair, whose attention mask weighs more per token.
     (The attention kernel's own buffers are not tensors seen here; tests/gpu checks a GPU's full count.)
     """
-    config = {"hidden_size": 1024, "intermediate_size": 4096, "max_position_embeddings": 2050}
-    torch.manual_seed(0)
-    model = XLMRobertaForSequenceClassification(
-        XLMRobertaConfig(**config, vocab_size=1000, num_attention_heads=16, num_hidden_layers=2, num_labels=1)
-    ).eval()
-    ids = torch.randint(5, 900, (rows, length))
-    mask = torch.ones_like(ids)
-    mask[0, length // 2 :] = 0  # padding, so the attention mask is built as in a real batch
+    config, model, inputs = m3_width_encoder(max_positions=2050)
+    ids, mask = inputs(rows, length)
     with torch.inference_mode(), LiveTensorBytes() as memory:
         model(input_ids=ids, attention_mask=mask)
     estimate = activation_bytes_per_token(config, "float32") * rows * length

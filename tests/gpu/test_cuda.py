@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
+from conftest import m3_width_encoder
 from crossrank import BatchingOptions, Reranker
 from crossrank.backends.placement import GPU_MAX_BATCH_TOKENS, activation_bytes_per_token
 from crossrank.tools.bench import m3_shape
@@ -48,14 +48,9 @@ def held_gpu_memory() -> Iterator[list[torch.Tensor]]:
 @pytest.mark.parametrize(("rows", "length"), [(64, 512), (512, 64), (2, 8192)])
 def test_cuda_peak_activation_memory_is_within_the_estimate(rows: int, length: int) -> None:
     """torch's own peak-allocation counter over one float16 forward pass of bge-reranker-v2-m3's width."""
-    config = {"hidden_size": 1024, "intermediate_size": 4096, "max_position_embeddings": 8194}
-    model = XLMRobertaForSequenceClassification(
-        XLMRobertaConfig(**config, vocab_size=1000, num_attention_heads=16, num_hidden_layers=2, num_labels=1)
-    )
-    model = model.to("cuda", torch.float16).eval()
-    ids = torch.randint(5, 900, (rows, length), device="cuda")
-    mask = torch.ones_like(ids)
-    mask[0, length // 2 :] = 0
+    config, model, inputs = m3_width_encoder(max_positions=8194)
+    model = model.to("cuda", torch.float16)
+    ids, mask = inputs(rows, length, "cuda")
     with torch.inference_mode():
         model(input_ids=ids, attention_mask=mask)  # kernels chosen, workspaces made
         torch.cuda.synchronize()
