@@ -38,7 +38,13 @@ DOCUMENTS = 8  # per request: MAX_QUEUE_PAIRS / DOCUMENTS requests fit in the qu
 # requests and the load generator, so the bound allows twice the time the model alone would take, plus 0.5 s.
 MARGIN = 2.0
 SLACK_S = 0.5
-RSS_GROWTH = 0.05  # during the load, after its first 10 s
+# Memory: shedding must not make the server's memory follow the offered load. The peak over the whole load is held
+# to a ceiling over the idle server's RSS (seen: 1.26-1.34x, the larger batches' working set plus allocator arenas
+# that come and go), and once the load stops it must give that back (seen: +1.5-5.6%, warmer pools). Comparing the
+# load's late peak with its early peak instead was flaky: one arena more late in the run is +8% and is no leak.
+# Per-request leaks are test_soak's to find (10,000 requests against a warmed-up baseline).
+RSS_PEAK = 1.5
+RSS_SETTLED = 1.15
 
 
 def _body(i: int) -> Body:
@@ -84,10 +90,7 @@ def test_four_times_capacity_is_shed_with_429_and_accepted_latency_stays_bounded
     outcomes = report.outcomes
     without_retry_after = sum(o.status == 429 and not (o.retry_after or "").isdigit() for o in outcomes)
     offered = len(outcomes) / report.seconds
-    # RSS over the load: its peak after the first 10 s against the peak of the first 10 s.
-    samples_10s = int(10 / sampler.interval)
-    rss_early = max(sampler.rss_kib[:samples_10s])
-    rss_late = max(sampler.rss_kib[samples_10s:])
+    rss_peak = max(sampler.rss_kib)
     record_figures(
         {
             "server": f"MiniLM-L6 English, CPU, --max-queue-pairs {MAX_QUEUE_PAIRS}, --max-wait-ms 5",
@@ -106,8 +109,9 @@ def test_four_times_capacity_is_shed_with_429_and_accepted_latency_stays_bounded
             "p99 bound ms": ms(bound_s),
             "generator lag p99 ms": ms(percentile([o.lag for o in outcomes], 99)),
             "queue pairs max (bound)": f"{max(sampler.queue_pairs):.0f} ({MAX_QUEUE_PAIRS})",
-            "server RSS MiB before / peak first 10 s / peak after / settled": (
-                f"{before.mib()} / {rss_early / 1024:.1f} / {rss_late / 1024:.1f} / {after.mib()}"
+            "server RSS MiB before / peak during the load / settled": (
+                f"{before.mib()} / {rss_peak / 1024:.1f} ({rss_peak / before.rss_kib:.2f}x) / {after.mib()} "
+                f"({after.rss_kib / before.rss_kib:.2f}x)"
             ),
             "threads before/after": f"{before.threads}/{after.threads}",
             "fds before/after": f"{before.fds}/{after.fds}",
@@ -121,7 +125,8 @@ def test_four_times_capacity_is_shed_with_429_and_accepted_latency_stays_bounded
     assert report.not_sent == 0
     assert percentile(accepted, 99) <= bound_s
     assert max(sampler.queue_pairs) <= MAX_QUEUE_PAIRS
-    assert rss_late <= rss_early * (1 + RSS_GROWTH)
+    assert rss_peak <= RSS_PEAK * before.rss_kib
+    assert after.rss_kib <= RSS_SETTLED * before.rss_kib
     assert metric(text, "crossrank_overloaded_requests_total") == statuses[429]
     assert after.threads <= before.threads + 2 and after.fds <= before.fds
     assert percentile(recovered, 50) <= 2 * percentile(baseline, 50)
