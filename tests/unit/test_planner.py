@@ -86,3 +86,41 @@ def test_pads_far_less_than_filling_each_batch_to_the_budget() -> None:
     real = sum(lengths)
     assert real / sum(_padded(b, lengths) for b in planned) > 0.9
     assert sum(_padded(b, lengths) for b in planned) < 0.85 * sum(_padded(b, lengths) for b in greedy)
+
+
+def _least_cost(lengths: list[int], options: BatchingOptions) -> int:
+    """The planner's optimum by the plain dynamic programme over every start (the reference)."""
+    sizes = sorted(lengths, reverse=True)
+    cost = [0] * (len(sizes) + 1)
+    for end in range(1, len(sizes) + 1):
+        cost[end] = min(
+            cost[start] + (end - start) * sizes[start] + PASS_COST_TOKENS
+            for start in range(max(end - options.max_batch_size, 0), end)
+            if end - start == 1 or (end - start) * sizes[start] <= options.max_batch_tokens
+        )
+    return cost[-1]
+
+
+@pytest.mark.parametrize(
+    ("seed", "options"),
+    [
+        (0, BatchingOptions()),
+        (1, BatchingOptions(max_batch_tokens=32768, max_batch_size=512)),  # a GPU's batches
+        (2, BatchingOptions(max_batch_tokens=300, max_batch_size=3)),
+        (3, BatchingOptions(max_batch_tokens=4096, max_batch_size=1)),
+    ],
+)
+def test_least_cost_at_cpu_and_gpu_batch_sizes(seed: int, options: BatchingOptions) -> None:
+    import random
+
+    rng = random.Random(seed)
+    # Runs of equal lengths (short pairs share a few lengths) mixed with spread ones and some over the budget.
+    lengths = [
+        rng.choice([rng.randint(8, 64), 40, 40, rng.randint(30, 600), rng.randint(1, 9000)]) for _ in range(1500)
+    ]
+    batches = plan_batches(lengths, options)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= options.max_batch_size
+        assert _padded(batch, lengths) <= options.max_batch_tokens or len(batch) == 1
+    assert _cost(batches, lengths) == _least_cost(lengths, options)

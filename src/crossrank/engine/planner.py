@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from crossrank.config import BatchingOptions
 
 __all__ = ["plan_batches"]
@@ -29,21 +31,24 @@ def plan_batches(lengths: Sequence[int], options: BatchingOptions) -> list[list[
     [[1, 3], [2, 0]]
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    sizes = [lengths[i] for i in order]
     count = len(order)
+    sizes = [lengths[i] for i in order]
+    longest = np.array(sizes, dtype=np.int64)  # of a batch that starts at each position (sorted descending)
+    positions = np.arange(count, dtype=np.int64)
     # cost[j]: least cost of batching the first j items; cut[j]: where the last of those batches starts.
-    cost = [0] * (count + 1)
+    cost = np.zeros(count + 1, dtype=np.int64)
     cut = [0] * (count + 1)
+    first = 0  # the earliest start of a batch ending at `end`: it only moves right as `end` does
     for end in range(1, count + 1):
-        best, start_of_best = -1, end - 1
-        for start in range(end - 1, max(end - options.max_batch_size, 0) - 1, -1):
-            padded = (end - start) * sizes[start]  # sorted descending: the first item is the longest
-            if padded > options.max_batch_tokens and end - start > 1:
-                break  # starting earlier only makes the batch longer and wider
-            total = cost[start] + padded + PASS_COST_TOKENS
-            if best < 0 or total < best:
-                best, start_of_best = total, start
-        cost[end], cut[end] = best, start_of_best
+        first = max(first, end - options.max_batch_size)
+        while end - first > 1 and (end - first) * sizes[first] > options.max_batch_tokens:
+            first += 1
+        # Every start's total at once: a Python loop over up to max_batch_size starts per item cost
+        # 0.2 s per 4,096 pairs at GPU batch sizes, serial CPU time while the GPU waits.
+        totals = cost[first:end] + (end - positions[first:end]) * longest[first:end]
+        latest_best = int(np.argmin(totals[::-1]))  # equal totals: the latest start, the shortest last batch
+        cost[end] = totals[-1 - latest_best] + PASS_COST_TOKENS
+        cut[end] = end - 1 - latest_best
     batches: list[list[int]] = []
     end = count
     while end > 0:
