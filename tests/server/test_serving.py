@@ -78,9 +78,12 @@ def test_fifty_concurrent_requests_get_the_librarys_scores_in_shared_batches(
 
 
 def test_metrics_content(server: ServerProcess) -> None:
-    long_document = "panda " * 2000  # more than max_length (512) tokens: truncated
-    httpx.post(server.url + "/rerank", json={"query": "panda", "texts": [long_document, "x"]}, timeout=30)
-    text = httpx.get(server.url + "/metrics").text
+    before = _metrics(server)
+    # 2,000 tokens: the default chunking reads them all in windows; max_tokens_per_doc=100 cuts 1,900 of them.
+    body = {"model": "m", "query": "panda", "documents": ["panda " * 2000, "x"], "max_tokens_per_doc": 100}
+    assert httpx.post(server.url + "/v2/rerank", json=body, timeout=30).status_code == 200
+    assert httpx.post(server.url + "/rerank", json={"query": "panda", "texts": ["x"]}, timeout=30).status_code == 200
+    text = _metrics(server)
     for name in (
         "crossrank_request_duration_seconds_bucket",
         "crossrank_queue_duration_seconds_bucket",
@@ -92,8 +95,9 @@ def test_metrics_content(server: ServerProcess) -> None:
         "crossrank_queue_requests",
     ):
         assert name in text, name
-    assert metric(text, "crossrank_truncated_pairs_total") >= 1
-    assert metric(text, "crossrank_truncated_tokens_total") >= 1000
+    truncated = metric(text, "crossrank_truncated_pairs_total") - metric(before, "crossrank_truncated_pairs_total")
+    lost = metric(text, "crossrank_truncated_tokens_total") - metric(before, "crossrank_truncated_tokens_total")
+    assert (truncated, lost) == (1, 1900)
     assert metric(text, "crossrank_ready") == 1
     assert metric(text, "crossrank_requests_total", route="/rerank", status="200") >= 1
 
