@@ -65,7 +65,7 @@ bench() { # name, then crossrank bench options
     --compare sentence-transformers --json "$@" >"$out/$name.json" 2>"$out/$name.err"
 }
 tests() {
-  timeout "$limit" python3 -m pytest tests/gpu -q -p no:cacheprovider -o addopts="-ra --durations=10" \
+  timeout "$limit" python3 -m pytest tests/gpu -q -p no:cacheprovider -o addopts="-rA --durations=10" \
     >"$out/tests.txt" 2>&1
 }
 

@@ -16,6 +16,7 @@ from crossrank import (
     ScoredDocument,
     TruncationWarning,
 )
+from crossrank.backends.torch import TorchBackend
 from crossrank.tools.demo import DEMO_CASES
 
 KEYWORD_TRAPS = [
@@ -165,6 +166,18 @@ def test_batch_sizes_default_to_the_backends_and_explicit_ones_win(
     assert english_reranker.batching == BatchingOptions(max_batch_tokens=8192, max_batch_size=64)  # CPU defaults
     with Reranker(str(tiny_xlmr_dir), device="cpu", max_batch_tokens=1000) as rr:
         assert rr.batching == BatchingOptions(max_batch_tokens=1000, max_batch_size=64)
+
+
+def test_fake_gpu_pass_cost_is_the_backends_whatever_sizes_are_asked_for(
+    tiny_xlmr_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The torch backend's batching as it would be on a GPU (the fake: no GPU here); the rest runs for real."""
+    gpu = BatchingOptions(max_batch_tokens=32768, max_batch_size=512, min_pass_tokens=3000)
+    monkeypatch.setattr(TorchBackend, "_batching", lambda self: gpu)
+    with Reranker(str(tiny_xlmr_dir), device="cpu") as rr:
+        assert rr.batching == gpu
+    with Reranker(str(tiny_xlmr_dir), device="cpu", max_batch_tokens=1000) as rr:
+        assert rr.batching == BatchingOptions(max_batch_tokens=1000, max_batch_size=512, min_pass_tokens=3000)
 
 
 @pytest.mark.parametrize("option", ["max_batch_tokens", "max_batch_size"])

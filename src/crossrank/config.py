@@ -131,16 +131,23 @@ class BatchingOptions:
     Attributes:
         max_batch_tokens: padded tokens per forward pass (a single longer pair still runs alone).
         max_batch_size: pairs per forward pass at most.
+        min_pass_tokens: the least a forward pass costs, in padded tokens, however few it holds. On a GPU a
+            small pass waits on its kernel launches rather than on arithmetic, so the torch backend measures
+            it there (its one-pair pass's time at its full pass's tokens per second); 0 on CPU, where a pass
+            costs what it computes.
     """
 
     max_batch_tokens: int = 8192
     max_batch_size: int = 64
+    min_pass_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch_tokens < 1:
             raise ConfigError(f"max_batch_tokens must be at least 1, got {self.max_batch_tokens}")
         if self.max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+        if self.min_pass_tokens < 0:
+            raise ConfigError(f"min_pass_tokens must be at least 0, got {self.min_pass_tokens}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

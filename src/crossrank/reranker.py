@@ -62,10 +62,11 @@ def _check_pairs(pairs: object) -> list[tuple[str, str]]:
 
 
 def _batching(tokens: int | None, pairs: int | None, suggested: BatchingOptions) -> BatchingOptions:
-    """The batch sizes asked for, and the backend's suggestion for those not given."""
+    """The batch sizes asked for, and the backend's suggestion for those not given (and its pass cost)."""
     return BatchingOptions(
         max_batch_tokens=suggested.max_batch_tokens if tokens is None else tokens,
         max_batch_size=suggested.max_batch_size if pairs is None else pairs,
+        min_pass_tokens=suggested.min_pass_tokens,
     )
 
 

@@ -6,6 +6,7 @@ peak activation memory of a real forward pass on CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import weakref
 from pathlib import Path
@@ -24,6 +25,7 @@ from crossrank.backends.placement import (
     choose_placement,
     count_parameters,
     gpu_batching,
+    min_pass_tokens,
     needed_bytes,
 )
 from crossrank.backends.torch import TorchBackend
@@ -168,5 +170,19 @@ def test_fake_gpu_torch_backend_sizes_its_batches_from_the_memory_free_after_loa
     batching = backend._batching()
     assert asked == [torch.device("cuda:0")]
     config = json.loads((english_model_dir / "config.json").read_text())
-    assert batching == gpu_batching(free, config, "float32")
+    assert batching == dataclasses.replace(
+        gpu_batching(free, config, "float32"), min_pass_tokens=batching.min_pass_tokens
+    )
     assert batching.max_batch_tokens < 8192
+    # The pass cost was timed on the model (here on CPU, where both passes are arithmetic): within the budget.
+    assert 0 < batching.min_pass_tokens < batching.max_batch_tokens
+
+
+def test_min_pass_tokens_is_the_one_pair_time_at_the_full_pass_rate() -> None:
+    # A GPU whose small pass waits 4 ms on launches and computes 16,384 tokens in 20 ms.
+    assert min_pass_tokens(0.004, 0.020, 16384) == 3276
+    # On CPU a one-pair pass is a sliver of a full one.
+    assert min_pass_tokens(0.002, 1.5, 8192) == 10
+    # Noise: a full pass timed no slower than the small one (all launch-bound) prices every pass at its size.
+    assert min_pass_tokens(0.005, 0.004, 16384) == 16384
+    assert min_pass_tokens(0.0, 0.0, 4096) == 4096

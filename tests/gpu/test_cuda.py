@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import m3_width_encoder
-from crossrank import BatchingOptions, Reranker
+from crossrank import Reranker
 from crossrank.backends.placement import GPU_MAX_BATCH_TOKENS, activation_bytes_per_token
 from crossrank.tools.bench import m3_shape
 
@@ -70,6 +70,9 @@ def test_auto_puts_the_model_on_the_gpu_in_float16_with_a_gpu_sized_budget(m3_sh
         if free > 20 * GIB:
             assert rr.batching.max_batch_tokens == GPU_MAX_BATCH_TOKENS
         assert rr.batching.max_batch_size == max(rr.batching.max_batch_tokens // 64, 64)
+        # Timed at load: a pass of a few pairs waits on kernel launches, so it costs more than a CPU's 128 tokens.
+        print(f"m3-shape float16: a pass costs at least {rr.batching.min_pass_tokens} tokens")
+        assert 128 < rr.batching.min_pass_tokens < rr.batching.max_batch_tokens
         results = rr.rerank(QUERY, DOCS)
         assert all(np.isfinite(r.score) for r in results)
 
@@ -111,4 +114,4 @@ def test_float16_and_bfloat16_rank_like_float32_on_the_gpu(tiny_xlmr_dir: Path) 
 
 def test_explicit_batch_sizes_win_on_the_gpu(tiny_xlmr_dir: Path) -> None:
     with Reranker(str(tiny_xlmr_dir), device="cuda", max_batch_tokens=4096, max_batch_size=16) as rr:
-        assert rr.batching == BatchingOptions(max_batch_tokens=4096, max_batch_size=16)
+        assert (rr.batching.max_batch_tokens, rr.batching.max_batch_size) == (4096, 16)

@@ -46,8 +46,8 @@ def test_empty() -> None:
     assert plan_batches([], BatchingOptions()) == []
 
 
-def _cost(batches: list[list[int]], lengths: list[int]) -> int:
-    return sum(_padded(b, lengths) + PASS_COST_TOKENS for b in batches)
+def _cost(batches: list[list[int]], lengths: list[int], min_pass: int = 0) -> int:
+    return sum(max(_padded(b, lengths), min_pass) + PASS_COST_TOKENS for b in batches)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -94,7 +94,7 @@ def _least_cost(lengths: list[int], options: BatchingOptions) -> int:
     cost = [0] * (len(sizes) + 1)
     for end in range(1, len(sizes) + 1):
         cost[end] = min(
-            cost[start] + (end - start) * sizes[start] + PASS_COST_TOKENS
+            cost[start] + max((end - start) * sizes[start], options.min_pass_tokens) + PASS_COST_TOKENS
             for start in range(max(end - options.max_batch_size, 0), end)
             if end - start == 1 or (end - start) * sizes[start] <= options.max_batch_tokens
         )
@@ -108,6 +108,8 @@ def _least_cost(lengths: list[int], options: BatchingOptions) -> int:
         (1, BatchingOptions(max_batch_tokens=32768, max_batch_size=512)),  # a GPU's batches
         (2, BatchingOptions(max_batch_tokens=300, max_batch_size=3)),
         (3, BatchingOptions(max_batch_tokens=4096, max_batch_size=1)),
+        (4, BatchingOptions(max_batch_tokens=32768, max_batch_size=512, min_pass_tokens=3000)),  # a GPU's launches
+        (5, BatchingOptions(max_batch_tokens=2048, max_batch_size=64, min_pass_tokens=2048)),
     ],
 )
 def test_least_cost_at_cpu_and_gpu_batch_sizes(seed: int, options: BatchingOptions) -> None:
@@ -123,4 +125,15 @@ def test_least_cost_at_cpu_and_gpu_batch_sizes(seed: int, options: BatchingOptio
     for batch in batches:
         assert len(batch) <= options.max_batch_size
         assert _padded(batch, lengths) <= options.max_batch_tokens or len(batch) == 1
-    assert _cost(batches, lengths) == _least_cost(lengths, options)
+    assert _cost(batches, lengths, options.min_pass_tokens) == _least_cost(lengths, options)
+
+
+def test_a_gpu_pads_rather_than_split_below_its_least_pass() -> None:
+    """Pairs of 20-200 tokens: on CPU the planner splits them by length into five passes; where a pass costs
+    at least 3,000 tokens' time (a GPU's kernel launches) it fills two passes up to that instead."""
+    lengths = [20 + 9 * (i % 21) for i in range(36)]
+    cpu = plan_batches(lengths, BatchingOptions(max_batch_tokens=32768, max_batch_size=512))
+    gpu = plan_batches(lengths, BatchingOptions(max_batch_tokens=32768, max_batch_size=512, min_pass_tokens=3000))
+    assert len(cpu) == 5
+    assert [_padded(b, lengths) for b in gpu] == [3000, 2310]
+    assert _cost(gpu, lengths, 3000) < _cost(cpu, lengths, 3000)

@@ -1,5 +1,6 @@
 """Where a model runs when ``device="auto"`` (the GPU with the most free memory if the model fits, else
-CPU), and how many tokens a forward pass may take on a GPU (sized to the memory left after loading).
+CPU), how many tokens a forward pass may take on a GPU (sized to the memory left after loading), and
+the least a pass costs there (from two timed passes).
 
 Pure arithmetic over numbers the torch backend measures, so the decisions are tested without a GPU.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "choose_placement",
     "count_parameters",
     "gpu_batching",
+    "min_pass_tokens",
     "needed_bytes",
     "stored_dtype",
 ]
@@ -143,3 +145,19 @@ def gpu_batching(free_bytes: int, config: Mapping[str, Any], dtype: str) -> Batc
     tokens = min(max(tokens, 1), GPU_MAX_BATCH_TOKENS)
     pairs = max(tokens // _SHORT_PAIR_TOKENS, BatchingOptions().max_batch_size)
     return BatchingOptions(max_batch_tokens=tokens, max_batch_size=pairs)
+
+
+def min_pass_tokens(one_pair_seconds: float, full_seconds: float, full_tokens: int) -> int:
+    """The least a forward pass costs on a device, in padded tokens, from a one-pair pass and a full one.
+
+    A GPU runs a pass's kernels while Python launches the next ones, so a small pass takes about its
+    launch time whatever it holds and a full one about its arithmetic: below the tokens the device
+    computes in a one-pair pass's time, a smaller batch saves nothing, and the planner should rather pad
+    than split there. At most ``full_tokens`` (when the full pass measured no slower than the small one).
+
+    >>> min_pass_tokens(0.004, 0.020, 16384)  # launches take 4 ms, 16,384 tokens take 20 ms
+    3276
+    """
+    if full_seconds <= 0:
+        return full_tokens
+    return int(min(one_pair_seconds / full_seconds, 1.0) * full_tokens)

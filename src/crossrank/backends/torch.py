@@ -8,8 +8,10 @@ processes holding the rest. A half-precision batch whose scores overflow is reco
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from crossrank.backends.placement import (
     choose_placement,
     count_parameters,
     gpu_batching,
+    min_pass_tokens,
     needed_bytes,
     stored_dtype,
 )
@@ -39,6 +42,11 @@ _log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _GIB = 2**30
+# The passes timed on a GPU for BatchingOptions.min_pass_tokens: pairs of this many tokens (any token id
+# but padding), one pair and then as many as make this many tokens (within the memory budget).
+_PROBE_LENGTH = 128
+_PROBE_TOKENS = 16384
+_PROBE_TOKEN_ID = 5
 
 
 @dataclass(slots=True)
@@ -192,19 +200,49 @@ class TorchBackend:
         return {name: int(getattr(config, name)) for name in names if isinstance(getattr(config, name, None), int)}
 
     def _batching(self) -> BatchingOptions:
-        """The CPU defaults; on a GPU, a token budget sized to the memory left free by loading (logged)."""
+        """The CPU defaults; on a GPU, a token budget sized to the memory left free by loading and the
+        least a pass costs there, measured (logged)."""
         if self._device.type != "cuda":
             return BatchingOptions()
         free, _ = torch.cuda.mem_get_info(self._device)
         batching = gpu_batching(int(free), self._shape(), str(self._dtype).removeprefix("torch."))
+        batching = dataclasses.replace(batching, min_pass_tokens=self._min_pass_tokens(batching.max_batch_tokens))
         _log.info(
-            "batching on %s: %d tokens, %d pairs per forward pass at most (%.1f GiB free after loading)",
+            "batching on %s: %d tokens, %d pairs per forward pass at most (%.1f GiB free after loading); "
+            "a pass costs at least %d tokens' time",
             self.device,
             batching.max_batch_tokens,
             batching.max_batch_size,
             free / _GIB,
+            batching.min_pass_tokens,
         )
         return batching
+
+    def _min_pass_tokens(self, budget: int) -> int:
+        """A one-pair pass and a full pass (within ``budget``) timed on the model's device; see ``min_pass_tokens``."""
+        length = min(_PROBE_LENGTH, self._shape().get("max_position_embeddings", 512) - 2, budget)
+        rows = max(min(budget, _PROBE_TOKENS) // length, 1)
+        try:
+            one_pair = self._time_pass(1, length)
+            full = self._time_pass(rows, length)
+        except torch.OutOfMemoryError:
+            self._free_cache()
+            _log.warning("a pass of %d tokens ran out of memory while timing it; passes not priced", rows * length)
+            return 0
+        return min_pass_tokens(one_pair, full, rows * length)
+
+    def _time_pass(self, rows: int, length: int) -> float:
+        """Seconds of the fastest of three forward passes of ``rows`` x ``length`` tokens, after one to warm up."""
+        ids = np.full((rows, length), _PROBE_TOKEN_ID, dtype=np.int64)
+        batch = EncodedBatch(input_ids=ids, attention_mask=np.ones_like(ids))
+        device = next(self._model.parameters()).device
+        self._run(self._model, device, batch)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            self._run(self._model, device, batch)  # returns on the host: the device is done
+            times.append(time.perf_counter() - start)
+        return min(times)
 
     def _run(self, model: Any, device: torch.device, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         """One forward pass of ``model`` on ``device``; float32 logits on the host.

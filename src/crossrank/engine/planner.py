@@ -11,8 +11,8 @@ from crossrank.config import BatchingOptions
 __all__ = ["plan_batches"]
 
 
-# What one more forward pass costs, in padded tokens: the planner pads a batch by up to this much
-# rather than split it (fixed per-pass work: kernel launches, Python, the classifier head).
+# What one more forward pass costs beyond its tokens, in padded tokens (measured on CPU): the planner
+# pads a batch by up to this much rather than split it (per-pass work: Python, the classifier head).
 PASS_COST_TOKENS = 128
 
 
@@ -21,11 +21,11 @@ def plan_batches(lengths: Sequence[int], options: BatchingOptions) -> list[list[
 
     Items are sorted longest first (so an out-of-memory batch shows up at once, not at the end)
     and cut into runs of neighbours; of all cuts with ``pairs * longest <= max_batch_tokens`` and
-    ``pairs <= max_batch_size`` in every batch, the one with the fewest padded tokens (plus
-    ``PASS_COST_TOKENS`` per batch) wins, found by dynamic programming. Padding is pure waste on
-    CPU and most of the waste on GPU: a greedy fill of each batch to the budget pads short pairs
-    to the longest. An item longer than the budget gets a batch of its own. Equal lengths keep
-    their input order.
+    ``pairs <= max_batch_size`` in every batch, the cheapest wins, found by dynamic programming: a
+    batch costs its padded tokens, at least ``min_pass_tokens`` (a GPU's small pass costs its kernel
+    launches whatever it holds), plus ``PASS_COST_TOKENS``. Padding is pure waste on CPU and most
+    of the waste on GPU: a greedy fill of each batch to the budget pads short pairs to the longest.
+    An item longer than the budget gets a batch of its own. Equal lengths keep their input order.
 
     >>> plan_batches([5, 100, 6, 100], BatchingOptions(max_batch_tokens=200, max_batch_size=8))
     [[1, 3], [2, 0]]
@@ -45,7 +45,8 @@ def plan_batches(lengths: Sequence[int], options: BatchingOptions) -> list[list[
             first += 1
         # Every start's total at once: a Python loop over up to max_batch_size starts per item cost
         # 0.2 s per 4,096 pairs at GPU batch sizes, serial CPU time while the GPU waits.
-        totals = cost[first:end] + (end - positions[first:end]) * longest[first:end]
+        padded = (end - positions[first:end]) * longest[first:end]
+        totals = cost[first:end] + np.maximum(padded, options.min_pass_tokens)
         latest_best = int(np.argmin(totals[::-1]))  # equal totals: the latest start, the shortest last batch
         cost[end] = totals[-1 - latest_best] + PASS_COST_TOKENS
         cut[end] = end - 1 - latest_best

@@ -88,6 +88,7 @@ async def info(service: Service) -> dict[str, Any]:
             model_max_length=rr.model_max_length,
             max_batch_tokens=rr.batching.max_batch_tokens,
             max_batch_size=rr.batching.max_batch_size,
+            min_pass_tokens=rr.batching.min_pass_tokens,
             cache=type(rr.scorer.cache).__name__ if isinstance(rr.scorer, CachedScorer) else None,
         )
     return body
