@@ -128,17 +128,21 @@ def test_fake_oom_on_one_pair_without_fallback_names_free_memory_and_holders(
     assert isinstance(caught.value.__cause__, torch.OutOfMemoryError)
 
 
-def test_float16_overflow_is_recomputed_in_float32(
-    tmp_path: Path, tiny_xlmr_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def overflowing_dir(tmp_path: Path, tiny_xlmr_dir: Path) -> Path:
+    """The tiny XLM-R with its head scaled so its output passes float16's 65504 limit (float32 holds it easily)."""
     model_dir = tmp_path / "overflowing"
     model_dir.mkdir()
     for item in tiny_xlmr_dir.iterdir():
         (model_dir / item.name).write_bytes(item.read_bytes())
     weights = load_file(model_dir / "model.safetensors")
-    # Scale the head so its output passes float16's 65504 limit while float32 holds it easily.
     weights["classifier.out_proj.weight"] = weights["classifier.out_proj.weight"] * 1e7
     save_file(weights, model_dir / "model.safetensors", metadata={"format": "pt"})
+    return model_dir
+
+
+def test_float16_overflow_is_recomputed_in_float32(overflowing_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model_dir = overflowing_dir
     batch = encode(model_dir, PAIRS[:4])
     options = {"allow_pickle": False, "trust_remote_code": False}
     half = TorchBackend(model_dir, runtime=RuntimeOptions(device="cpu", dtype="float16"), **options)
@@ -153,3 +157,30 @@ def test_float16_overflow_is_recomputed_in_float32(
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
     assert half.recovery.fp32_recomputes == 1
     assert "bfloat16" in caplog.text
+
+
+class FakeFullGpuFloat32Backend(TorchBackend):
+    """A float16 TorchBackend whose float32 copy sits on a "GPU" (the fake: a device name) that has no room
+    for a batch's float32 activations: running there raises torch's real OutOfMemoryError."""
+
+    def _run(self, model: Any, device: torch.device, batch: EncodedBatch) -> npt.NDArray[np.float32]:
+        if device.type == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (fake)")
+        return super()._run(model, device, batch)
+
+
+def test_fake_gpu_float32_recompute_out_of_memory_moves_the_copy_to_cpu(
+    overflowing_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = {"allow_pickle": False, "trust_remote_code": False}
+    half = FakeFullGpuFloat32Backend(overflowing_dir, runtime=RuntimeOptions(device="cpu", dtype="float16"), **options)
+    half._fp32, half._fp32_device = half._load(torch.float32), torch.device("cuda:0")  # placed "on the GPU"
+    full = TorchBackend(overflowing_dir, runtime=RuntimeOptions(device="cpu", dtype="float32"), **options)
+    batch = encode(overflowing_dir, PAIRS[:4])
+    with caplog.at_level(logging.WARNING, logger="crossrank.backends.torch"):
+        scores = half.forward(batch)
+    np.testing.assert_allclose(scores, full.forward(batch), rtol=1e-5)
+    assert half._fp32_device == torch.device("cpu")
+    assert "moving the float32 copy to CPU" in caplog.text
+    half.forward(batch)  # later recomputes go to CPU at once
+    assert half.recovery.fp32_recomputes == 2

@@ -340,7 +340,13 @@ class TorchBackend:
             self.dtype,
             device,
         )
-        result = self._run(model, device, batch)
+        try:
+            result = self._run(model, device, batch)
+        except torch.OutOfMemoryError:
+            # The copy fit beside the model, but this batch's float32 activations do not (a token budget
+            # above the one the copy was placed for, asked for explicitly): CPU, now and from then on.
+            _log.warning("the float32 recompute ran out of memory on %s; moving the float32 copy to CPU", device)
+            result = self._run(self._cpu_model(), torch.device("cpu"), batch)
         if not np.isfinite(result).all():
             raise InferenceError(
                 f"the model gives non-finite scores even in float32 on {batch.size} pairs",
