@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 from crossrank.errors import ConfigError
@@ -26,6 +27,7 @@ __all__ = [
     "Quantize",
     "RuntimeOptions",
     "TruncationOptions",
+    "cache_folder",
 ]
 
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
@@ -318,6 +320,12 @@ class ChunkingOptions:
         size = room if self.chunk_tokens is None else min(self.chunk_tokens, room)
         overlap = size // 8 if self.overlap_tokens is None else self.overlap_tokens
         return size, min(overlap, size // 2)
+
+
+def cache_folder(name: str) -> Path:
+    """``~/.cache/crossrank/<name>``: what crossrank builds for itself (tokenizers, ONNX exports of models in
+    read-only folders, the m3-shaped model). Raises ``RuntimeError`` where there is no home folder."""
+    return Path.home() / ".cache" / "crossrank" / name
 
 
 def _check_choice(name: str, value: str, choices: object) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossrank.backends.registry import load_backend
-from crossrank.config import CacheOptions, ModelSpec, RuntimeOptions, TruncationOptions
+from crossrank.config import CacheOptions, ModelSpec, RuntimeOptions, TruncationOptions, cache_folder
 from crossrank.engine.cache import CachedScorer, open_cache
 from crossrank.engine.scorer import RequestScorer, Scorer
 from crossrank.engine.tokenizer import PairTokenizer
@@ -73,7 +73,7 @@ def load_model(
 def _tokenizer_cache() -> Path | None:
     """Where built tokenizers are kept (next to the ONNX exports' fallback), or None without a home folder."""
     try:
-        return Path.home() / ".cache" / "crossrank" / "tokenizers"
+        return cache_folder("tokenizers")
     except RuntimeError:
         return None
 

@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from crossrank.backends.base import EncodedBatch
 from crossrank.backends.cpu import cpu_flags, int8_needs_7bit_weights
-from crossrank.config import BatchingOptions, RuntimeOptions
+from crossrank.config import BatchingOptions, RuntimeOptions, cache_folder
 from crossrank.errors import BackendError, ConfigError, InferenceError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def _writable_root(model_dir: Path) -> Path:
         probe = tempfile.NamedTemporaryFile(dir=beside, prefix=".probe-")  # noqa: SIM115  # closed just below
         probe.close()
     except OSError:
-        fallback = Path.home() / ".cache" / "crossrank" / "onnx"
+        fallback = cache_folder("onnx")
         _log.info("%s is not writable; keeping the ONNX export in %s", model_dir, fallback)
         fallback.mkdir(parents=True, exist_ok=True)
         return fallback

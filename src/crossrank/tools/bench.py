@@ -27,6 +27,7 @@ import numpy as np
 
 from crossrank import __version__
 from crossrank.backends.cpu import cpu_flags, cpu_model
+from crossrank.config import cache_folder
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.errors import ConfigError, InputError
 from crossrank.tools import bench_runner
@@ -213,7 +214,7 @@ def m3_shape(tokenizer_dir: Path, target: Path | None = None) -> Path:
         )
     from crossrank.backends.synthetic import M3_SHAPE, build_random_model
 
-    folder = target or Path.home() / ".cache" / "crossrank" / "m3-shape"
+    folder = target or cache_folder("m3-shape")
     if not (folder / "model.safetensors").is_file():
         # Built aside and moved in whole: a build stopped midway must not leave weights that look complete.
         folder.parent.mkdir(parents=True, exist_ok=True)
