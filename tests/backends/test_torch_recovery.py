@@ -184,6 +184,7 @@ def test_fake_gpu_float32_recompute_out_of_memory_moves_the_copy_to_cpu(
     assert "moving the float32 copy to CPU" in caplog.text
     half.forward(batch)  # later recomputes go to CPU at once
     assert half.recovery.fp32_recomputes == 2
+    assert caplog.text.count("moving the float32 copy to CPU") == 1
 
 
 def test_fake_oom_while_timing_passes_prices_none(english_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -191,5 +192,5 @@ def test_fake_oom_while_timing_passes_prices_none(english_model_dir: Path, caplo
     backend = FakeOOMTorchBackend(english_model_dir, max_rows=4)
     with caplog.at_level(logging.WARNING, logger="crossrank.backends.torch"):
         assert backend._min_pass_tokens(8192) == 0
-    assert "ran out of memory while timing" in caplog.text
+    assert "passes not priced" in caplog.text and "out of memory" in caplog.text
     assert FakeOOMTorchBackend(english_model_dir, max_rows=64)._min_pass_tokens(8192) > 0  # 64 x 128 fits

@@ -198,6 +198,7 @@ def test_ops_routes(server: ServerProcess, english_model_dir: Path) -> None:
     assert info["device"] == "cpu"
     assert info["dtype"] == "float32"
     assert info["max_length"] == 512
+    assert (info["max_batch_tokens"], info["max_batch_size"], info["min_pass_tokens"]) == (8192, 64, 0)  # CPU
     assert info["limits"]["max_documents"] == 1000
     assert Path(info["model_path"]).resolve() == english_model_dir.resolve()
     spec = httpx.get(server.url + "/openapi.json").json()

@@ -88,17 +88,27 @@ def test_pads_far_less_than_filling_each_batch_to_the_budget() -> None:
     assert sum(_padded(b, lengths) for b in planned) < 0.85 * sum(_padded(b, lengths) for b in greedy)
 
 
-def _least_cost(lengths: list[int], options: BatchingOptions) -> int:
-    """The planner's optimum by the plain dynamic programme over every start (the reference)."""
-    sizes = sorted(lengths, reverse=True)
+def _reference_plan(lengths: list[int], options: BatchingOptions) -> list[list[int]]:
+    """The planner's plan by the plain dynamic programme over every start, ties to the latest (the reference)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    sizes = [lengths[i] for i in order]
     cost = [0] * (len(sizes) + 1)
+    cut = [0] * (len(sizes) + 1)
     for end in range(1, len(sizes) + 1):
-        cost[end] = min(
-            cost[start] + max((end - start) * sizes[start], options.min_pass_tokens) + PASS_COST_TOKENS
-            for start in range(max(end - options.max_batch_size, 0), end)
-            if end - start == 1 or (end - start) * sizes[start] <= options.max_batch_tokens
-        )
-    return cost[-1]
+        cost[end] = -1
+        for start in range(end - 1, max(end - options.max_batch_size, 0) - 1, -1):
+            padded = (end - start) * sizes[start]
+            if end - start > 1 and padded > options.max_batch_tokens:
+                break
+            total = cost[start] + max(padded, options.min_pass_tokens) + PASS_COST_TOKENS
+            if cost[end] < 0 or total < cost[end]:
+                cost[end], cut[end] = total, start
+    batches = []
+    end = len(sizes)
+    while end > 0:
+        batches.append(order[cut[end] : end])
+        end = cut[end]
+    return batches[::-1]
 
 
 @pytest.mark.parametrize(
@@ -125,7 +135,7 @@ def test_least_cost_at_cpu_and_gpu_batch_sizes(seed: int, options: BatchingOptio
     for batch in batches:
         assert len(batch) <= options.max_batch_size
         assert _padded(batch, lengths) <= options.max_batch_tokens or len(batch) == 1
-    assert _cost(batches, lengths, options.min_pass_tokens) == _least_cost(lengths, options)
+    assert batches == _reference_plan(lengths, options)
 
 
 def test_a_gpu_pads_rather_than_split_below_its_least_pass() -> None:

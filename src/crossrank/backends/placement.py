@@ -153,11 +153,12 @@ def min_pass_tokens(one_pair_seconds: float, full_seconds: float, full_tokens: i
     A GPU runs a pass's kernels while Python launches the next ones, so a small pass takes about its
     launch time whatever it holds and a full one about its arithmetic: below the tokens the device
     computes in a one-pair pass's time, a smaller batch saves nothing, and the planner should rather pad
-    than split there. At most ``full_tokens`` (when the full pass measured no slower than the small one).
+    than split there. At most ``full_tokens`` (when the full pass measured no slower than the small one);
+    0 (unpriced) without a time for the full pass.
 
     >>> min_pass_tokens(0.004, 0.020, 16384)  # launches take 4 ms, 16,384 tokens take 20 ms
     3276
     """
     if full_seconds <= 0:
-        return full_tokens
+        return 0
     return int(min(one_pair_seconds / full_seconds, 1.0) * full_tokens)

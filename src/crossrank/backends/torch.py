@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -43,10 +44,11 @@ _log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _GIB = 2**30
 # The passes timed on a GPU for BatchingOptions.min_pass_tokens: pairs of this many tokens (any token id
-# but padding), one pair and then as many as make this many tokens (within the memory budget).
+# but padding), one pair and as many as make this many tokens (within the memory budget), alternated.
 _PROBE_LENGTH = 128
 _PROBE_TOKENS = 16384
 _PROBE_TOKEN_ID = 5
+_PROBE_ROUNDS = 5
 
 
 @dataclass(slots=True)
@@ -171,9 +173,9 @@ class TorchBackend:
             "trust_remote_code": trust_remote_code,
         }
         self._model = self._load(self._dtype).to(self._device).eval()
-        self.batching = self._batching()
         self._fp32: Any = None  # a float32 copy, made on first need (overflow or CPU fallback)
         self._fp32_device: torch.device | None = None
+        self.batching = self._batching()
 
     def _load(self, dtype: torch.dtype) -> Any:
         try:
@@ -219,30 +221,40 @@ class TorchBackend:
         return batching
 
     def _min_pass_tokens(self, budget: int) -> int:
-        """A one-pair pass and a full pass (within ``budget``) timed on the model's device; see ``min_pass_tokens``."""
+        """A one-pair pass and a full pass (within ``budget``) timed on the model's device; see ``min_pass_tokens``.
+
+        Only a price for the planner: a pass that fails here leaves passes unpriced (0) and the model loads.
+        """
         length = min(_PROBE_LENGTH, self._shape().get("max_position_embeddings", 512) - 2, budget)
         rows = max(min(budget, _PROBE_TOKENS) // length, 1)
+        probes = (self._probe(1, length), self._probe(rows, length))
+        best = [math.inf, math.inf]  # seconds: one pair, full
         try:
-            one_pair = self._time_pass(1, length)
-            full = self._time_pass(rows, length)
-        except torch.OutOfMemoryError:
-            self._free_cache()
-            _log.warning("a pass of %d tokens ran out of memory while timing it; passes not priced", rows * length)
+            for probe in probes:
+                self._run(self._model, self._model.device, probe)  # kernels chosen, workspaces made
+            # Alternated, so a clock or a neighbour's load that changes during the timing weighs on both alike.
+            for _ in range(_PROBE_ROUNDS):
+                for i, probe in enumerate(probes):
+                    start = time.perf_counter()
+                    self._run(self._model, self._model.device, probe)  # returns on the host: the device is done
+                    best[i] = min(best[i], time.perf_counter() - start)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            _log.warning("timing a forward pass on %s failed (%s); passes not priced", self.device, exc)
             return 0
-        return min_pass_tokens(one_pair, full, rows * length)
+        finally:
+            self._free_cache()  # the probe's activations would otherwise look taken to other processes
+        tokens = rows * length
+        _log.info("timed on %s: one pair %.2f ms, %d tokens %.2f ms", self.device, best[0] * 1e3, tokens, best[1] * 1e3)
+        return min_pass_tokens(best[0], best[1], tokens)
 
-    def _time_pass(self, rows: int, length: int) -> float:
-        """Seconds of the fastest of three forward passes of ``rows`` x ``length`` tokens, after one to warm up."""
+    @staticmethod
+    def _probe(rows: int, length: int) -> EncodedBatch:
+        """``rows`` pairs of ``length`` tokens; the last lacks its last token, so the mask is used as in a
+        padded batch (an all-ones mask lets attention take a faster path that real batches do not)."""
         ids = np.full((rows, length), _PROBE_TOKEN_ID, dtype=np.int64)
-        batch = EncodedBatch(input_ids=ids, attention_mask=np.ones_like(ids))
-        device = next(self._model.parameters()).device
-        self._run(self._model, device, batch)
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            self._run(self._model, device, batch)  # returns on the host: the device is done
-            times.append(time.perf_counter() - start)
-        return min(times)
+        mask = np.ones_like(ids)
+        mask[-1, -1] = 0
+        return EncodedBatch(input_ids=ids, attention_mask=mask)
 
     def _run(self, model: Any, device: torch.device, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         """One forward pass of ``model`` on ``device``; float32 logits on the host.

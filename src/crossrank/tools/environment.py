@@ -35,7 +35,7 @@ __all__ = [
 
 # The stack crossrank runs on, and the oldest release of each that works with it (pyproject.toml's floors).
 _MINIMUM = {
-    "torch": "2.4",
+    "torch": "2.5",
     "transformers": "5.0",
     "tokenizers": "0.21",
     "huggingface_hub": "1.23",
