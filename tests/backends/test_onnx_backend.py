@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +129,8 @@ def test_export_is_reused_and_invalidated(
     Reranker(str(model_dir), backend="onnx", quantize="int8").close()
     assert len(exports(model_dir)) == 2
 
-    # New weights (another seed, saved over the old ones): a new export with the new model's scores.
+    # New weights (another seed, saved over the old ones): a new export with the new model's scores, and the
+    # exports of the old weights (fp32 and int8), which nothing can use again, are deleted.
     build_tiny_xlmr(model_dir, xlmr_tokenizer_dir, m3_config, seed=6)
     with (
         Reranker(str(model_dir), backend="onnx") as onnx_rr,
@@ -135,8 +138,48 @@ def test_export_is_reused_and_invalidated(
     ):
         after = onnx_rr.compute_score(["q", "a document"])
         np.testing.assert_allclose(after, torch_rr.compute_score(["q", "a document"]), atol=1e-4)
+        assert exports(model_dir) == [onnx_rr.scorer.backend.export_path.parent]  # type: ignore[attr-defined]
     assert after != pytest.approx(before)
-    assert len(exports(model_dir)) == 3
+    assert "made from other weights" in caplog.text
+
+
+def test_exports_unused_for_30_days_are_deleted_when_another_is_made(
+    tmp_path: Path, xlmr_tokenizer_dir: Path, m3_config: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crossrank.backends import onnx as onnx_backend
+
+    model_dir = build_tiny_xlmr(tmp_path / "tiny", xlmr_tokenizer_dir, m3_config, seed=9)
+    monkeypatch.setattr(onnx_backend, "int8_needs_7bit_weights", lambda flags, machine: False)
+    Reranker(str(model_dir), backend="onnx").close()
+    Reranker(str(model_dir), backend="onnx", quantize="int8").close()
+    fp32, int8 = sorted(exports(model_dir), key=lambda folder: "int8" in folder.name)
+    old = time.time() - 40 * 86400
+    for folder in (fp32, int8):
+        os.utime(folder / "crossrank-export.json", (old, old))
+    Reranker(str(model_dir), backend="onnx").close()  # fp32 reused 40 days later: marked as used now
+    # A CPU without VNNI wants another int8 export: making it deletes int8 (unused 40 days), keeps fp32.
+    monkeypatch.setattr(onnx_backend, "int8_needs_7bit_weights", lambda flags, machine: True)
+    with Reranker(str(model_dir), backend="onnx", quantize="int8") as rr:
+        seven_bit = rr.scorer.backend.export_path.parent  # type: ignore[attr-defined]
+    assert exports(model_dir) == sorted([fp32, seven_bit])
+
+
+def test_exports_of_a_model_folder_that_is_gone_are_deleted(
+    tmp_path: Path, xlmr_tokenizer_dir: Path, m3_config: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unwritable model folders export to one shared cache; there, another model's export cleans up."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cache = tmp_path / "home" / ".cache" / "crossrank" / "onnx"
+    folders = []
+    for name in ("gone", "kept", "new"):
+        model_dir = build_tiny_xlmr(tmp_path / name, xlmr_tokenizer_dir, m3_config, seed=len(folders))
+        (model_dir / ".crossrank").write_text("a file where the export folder would go")
+        if name == "new":
+            shutil.rmtree(tmp_path / "gone")
+        with Reranker(str(model_dir), backend="onnx") as rr:
+            folders.append(rr.scorer.backend.export_path.parent)  # type: ignore[attr-defined]
+    assert all(folder.parent == cache for folder in folders)
+    assert sorted(cache.glob("onnx-*")) == sorted(folders[1:])
 
 
 def _int8_weight_range(export: Path) -> int:

@@ -4,18 +4,23 @@ The first load exports the model (torch, ``backends/export.py``), fuses attentio
 LayerNorm with onnxruntime's transformer optimizer, optionally quantizes the weights to int8, checks
 the graph against torch on a sample, and stores it in a folder next to the model, named by a key of
 the weight files, the options and the library versions. Later loads reuse it; a change to any of
-those makes a new one. An unwritable model folder falls back to ``~/.cache/crossrank/onnx``.
+those makes a new one, and making one deletes the exports that will not be used again (of other
+weights, or of a model folder that is gone) or have not been for 30 days. An unwritable model
+folder falls back to ``~/.cache/crossrank/onnx``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +48,8 @@ _MANIFEST = "crossrank-export.json"
 _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet"}
 # An fp32 graph must give torch's logits to this tolerance, else the optimized graph is not used.
 _FP32_TOLERANCE = 1e-3
+# An export of a model that has not been used for this long is deleted when another of that model is made.
+_UNUSED_DAYS = 30
 
 
 def _versions() -> dict[str, str]:
@@ -50,8 +57,8 @@ def _versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in names}
 
 
-def export_folder(model_dir: Path, *, quantize: str, allow_pickle: bool) -> str:
-    """The export's folder name: a key of the weight files, ``config.json``, the options and versions.
+def _source(model_dir: Path, *, allow_pickle: bool) -> dict[str, Any]:
+    """What identifies the model an export is made from: its weight files and ``config.json``.
 
     Hub snapshots link each file to a blob named by its hash, so the resolved path pins the revision;
     for plain folders the size and modification time of each weight file stand in for it.
@@ -63,11 +70,15 @@ def export_folder(model_dir: Path, *, quantize: str, allow_pickle: bool) -> str:
             stat = path.stat()
             weights.append([path.name, str(path.resolve()), stat.st_size, stat.st_mtime_ns])
     config = (model_dir / "config.json").read_bytes() if (model_dir / "config.json").is_file() else b""
+    return {"weights": weights, "config": hashlib.sha256(config).hexdigest()}
+
+
+def export_folder(model_dir: Path, *, quantize: str, allow_pickle: bool) -> str:
+    """The export's folder name: a key of the model's weight files and ``config.json``, the options and versions."""
     key = {
         "format": EXPORT_FORMAT,
         "quantize": quantize,
-        "weights": weights,
-        "config": hashlib.sha256(config).hexdigest(),
+        **_source(model_dir, allow_pickle=allow_pickle),
         "versions": _versions(),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -86,6 +97,37 @@ def _writable_root(model_dir: Path) -> Path:
         fallback.mkdir(parents=True, exist_ok=True)
         return fallback
     return beside
+
+
+def _prune(root: Path, model_dir: Path, source: dict[str, Any], *, keep: Path) -> None:
+    """Delete the exports in ``root`` that will not be used again, or not soon: those of a model folder that is
+    gone, those of ``model_dir`` made from other weights, and those of ``model_dir`` unused for ``_UNUSED_DAYS``
+    (another environment's versions, other options). Each is made again if asked for."""
+    cutoff = time.time() - _UNUSED_DAYS * 86400
+    for folder in root.glob("onnx-*"):
+        manifest = folder / _MANIFEST
+        if folder == keep or not manifest.is_file():
+            continue
+        try:
+            facts = json.loads(manifest.read_text())
+            used = manifest.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        model = Path(str(facts.get("model", "")))
+        if not model.is_absolute():
+            continue  # written by a crossrank that kept the path as given: which folder it means is unknown
+        if not model.is_dir():
+            reason = "its model folder is gone"
+        elif model != model_dir:
+            continue
+        elif facts.get("source", source) != source:
+            reason = "made from other weights"
+        elif used < cutoff:
+            reason = f"unused for {_UNUSED_DAYS} days"
+        else:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        _log.info("deleted the ONNX export %s: %s", folder, reason)
 
 
 def _session_options(runtime: RuntimeOptions) -> ort.SessionOptions:
@@ -178,10 +220,13 @@ class OnnxBackend:
     def _exported(self) -> tuple[Path, bool]:
         """The export's path, made now unless a finished one is there; and whether it was there."""
         name = export_folder(self._model_dir, quantize=self._scheme, allow_pickle=self._allow_pickle)
+        self._source = _source(self._model_dir, allow_pickle=self._allow_pickle)
         root = _writable_root(self._model_dir)
         self._folder = root / name
         if (self._folder / _MANIFEST).is_file():
             _log.info("reusing the ONNX export in %s", self._folder)
+            with contextlib.suppress(OSError):
+                os.utime(self._folder / _MANIFEST)  # last used now (pruning spares exports in use)
             return self.export_path, True
         # A folder without its manifest is an export that never finished (or was tampered with).
         shutil.rmtree(self._folder, ignore_errors=True)
@@ -199,6 +244,7 @@ class OnnxBackend:
                 if not (self._folder / _MANIFEST).is_file():
                     raise
                 _log.info("another process exported to %s first; using that one", self._folder)
+            _prune(root, self._model_dir.resolve(), self._source, keep=self._folder)
         except OSError as exc:
             raise BackendError(
                 f"could not write the ONNX export to {root}: {exc}",
@@ -236,7 +282,8 @@ class OnnxBackend:
         _save_as(best, work / _MODEL_FILE, external=graph.external_data)
         return {
             "format": EXPORT_FORMAT,
-            "model": str(self._model_dir),
+            "model": str(self._model_dir.resolve()),
+            "source": self._source,
             "quantize": self._scheme,
             "fused_operators": fused,
             "inputs": list(graph.inputs),
