@@ -73,14 +73,9 @@ def _source(model_dir: Path, *, allow_pickle: bool) -> dict[str, Any]:
     return {"weights": weights, "config": hashlib.sha256(config).hexdigest()}
 
 
-def export_folder(model_dir: Path, *, quantize: str, allow_pickle: bool) -> str:
-    """The export's folder name: a key of the model's weight files and ``config.json``, the options and versions."""
-    key = {
-        "format": EXPORT_FORMAT,
-        "quantize": quantize,
-        **_source(model_dir, allow_pickle=allow_pickle),
-        "versions": _versions(),
-    }
+def export_folder(source: dict[str, Any], *, quantize: str) -> str:
+    """The export's folder name: a key of the model's ``_source``, the options and the versions."""
+    key = {"format": EXPORT_FORMAT, "quantize": quantize, **source, "versions": _versions()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return f"onnx-{quantize if quantize != 'none' else 'fp32'}-{digest}"
 
@@ -219,8 +214,8 @@ class OnnxBackend:
 
     def _exported(self) -> tuple[Path, bool]:
         """The export's path, made now unless a finished one is there; and whether it was there."""
-        name = export_folder(self._model_dir, quantize=self._scheme, allow_pickle=self._allow_pickle)
-        self._source = _source(self._model_dir, allow_pickle=self._allow_pickle)
+        source = _source(self._model_dir, allow_pickle=self._allow_pickle)
+        name = export_folder(source, quantize=self._scheme)
         root = _writable_root(self._model_dir)
         self._folder = root / name
         if (self._folder / _MANIFEST).is_file():
@@ -232,7 +227,7 @@ class OnnxBackend:
         shutil.rmtree(self._folder, ignore_errors=True)
         work = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
         try:
-            manifest = self._build(work)
+            manifest = self._build(work, source)
             (work / _MANIFEST).write_text(json.dumps(manifest, indent=2))
             # mkdtemp and onnx make it private; the export is as readable as the model it comes from.
             work.chmod(0o755)
@@ -244,7 +239,7 @@ class OnnxBackend:
                 if not (self._folder / _MANIFEST).is_file():
                     raise
                 _log.info("another process exported to %s first; using that one", self._folder)
-            _prune(root, self._model_dir.resolve(), self._source, keep=self._folder)
+            _prune(root, self._model_dir.resolve(), source, keep=self._folder)
         except OSError as exc:
             raise BackendError(
                 f"could not write the ONNX export to {root}: {exc}",
@@ -255,8 +250,8 @@ class OnnxBackend:
             shutil.rmtree(work, ignore_errors=True)
         return self.export_path, False
 
-    def _build(self, work: Path) -> dict[str, Any]:
-        """Export, optimise, quantize and check in ``work``; returns the manifest."""
+    def _build(self, work: Path, source: dict[str, Any]) -> dict[str, Any]:
+        """Export, optimise, quantize and check in ``work``; returns the manifest (naming ``source``)."""
         # torch and transformers only for the export: a process that reuses one never loads them.
         from crossrank.backends.export import export_onnx
 
@@ -283,7 +278,7 @@ class OnnxBackend:
         return {
             "format": EXPORT_FORMAT,
             "model": str(self._model_dir.resolve()),
-            "source": self._source,
+            "source": source,
             "quantize": self._scheme,
             "fused_operators": fused,
             "inputs": list(graph.inputs),
