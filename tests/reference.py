@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crossrank.config import BatchingOptions
+from crossrank.engine.planner import PASS_COST_TOKENS
+
 
 def flag_inputs(hf, query: str, document: str, max_length: int) -> tuple[list[int], list[int]]:  # type: ignore[no-untyped-def]
     """FlagEmbedding's documented algorithm: query alone cut to 3/4 max_length, then only the document is cut.
@@ -55,3 +58,30 @@ def policies_agree(hf, query: str, document: str, max_length: int) -> bool:  # t
     d = len(hf(document, add_special_tokens=False)["input_ids"])
     room = max_length - hf.num_special_tokens_to_add(pair=True)
     return q + d <= room or (q <= max_length * 3 // 4 and room - q >= q)
+
+
+def plain_plan(lengths: list[int], options: BatchingOptions) -> list[list[int]]:
+    """crossrank's batch plan by the plain dynamic programme, a Python loop over every start (ties to the latest).
+
+    What engine/planner.py computed before it was vectorised: its plans must stay these, and
+    benchmarks/planner.py times the two side by side.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    sizes = [lengths[i] for i in order]
+    cost = [0] * (len(sizes) + 1)
+    cut = [0] * (len(sizes) + 1)
+    for end in range(1, len(sizes) + 1):
+        cost[end] = -1
+        for start in range(end - 1, max(end - options.max_batch_size, 0) - 1, -1):
+            padded = (end - start) * sizes[start]
+            if end - start > 1 and padded > options.max_batch_tokens:
+                break
+            total = cost[start] + max(padded, options.min_pass_tokens) + PASS_COST_TOKENS
+            if cost[end] < 0 or total < cost[end]:
+                cost[end], cut[end] = total, start
+    batches = []
+    end = len(sizes)
+    while end > 0:
+        batches.append(order[cut[end] : end])
+        end = cut[end]
+    return batches[::-1]

@@ -4,6 +4,8 @@ import pytest
 
 from crossrank.config import BatchingOptions
 from crossrank.engine.planner import PASS_COST_TOKENS, plan_batches
+from crossrank.errors import ConfigError
+from reference import plain_plan
 
 
 def _padded(batch: list[int], lengths: list[int]) -> int:
@@ -88,29 +90,6 @@ def test_pads_far_less_than_filling_each_batch_to_the_budget() -> None:
     assert sum(_padded(b, lengths) for b in planned) < 0.85 * sum(_padded(b, lengths) for b in greedy)
 
 
-def _reference_plan(lengths: list[int], options: BatchingOptions) -> list[list[int]]:
-    """The planner's plan by the plain dynamic programme over every start, ties to the latest (the reference)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    sizes = [lengths[i] for i in order]
-    cost = [0] * (len(sizes) + 1)
-    cut = [0] * (len(sizes) + 1)
-    for end in range(1, len(sizes) + 1):
-        cost[end] = -1
-        for start in range(end - 1, max(end - options.max_batch_size, 0) - 1, -1):
-            padded = (end - start) * sizes[start]
-            if end - start > 1 and padded > options.max_batch_tokens:
-                break
-            total = cost[start] + max(padded, options.min_pass_tokens) + PASS_COST_TOKENS
-            if cost[end] < 0 or total < cost[end]:
-                cost[end], cut[end] = total, start
-    batches = []
-    end = len(sizes)
-    while end > 0:
-        batches.append(order[cut[end] : end])
-        end = cut[end]
-    return batches[::-1]
-
-
 @pytest.mark.parametrize(
     ("seed", "options"),
     [
@@ -135,7 +114,7 @@ def test_least_cost_at_cpu_and_gpu_batch_sizes(seed: int, options: BatchingOptio
     for batch in batches:
         assert len(batch) <= options.max_batch_size
         assert _padded(batch, lengths) <= options.max_batch_tokens or len(batch) == 1
-    assert batches == _reference_plan(lengths, options)
+    assert batches == plain_plan(lengths, options)
 
 
 def test_a_gpu_pads_rather_than_split_below_its_least_pass() -> None:
@@ -147,3 +126,9 @@ def test_a_gpu_pads_rather_than_split_below_its_least_pass() -> None:
     assert len(cpu) == 5
     assert [_padded(b, lengths) for b in gpu] == [3000, 2310]
     assert _cost(gpu, lengths, 3000) < _cost(cpu, lengths, 3000)
+
+
+def test_a_negative_pass_price_is_refused() -> None:
+    with pytest.raises(ConfigError, match="min_pass_tokens must be at least 0, got -1"):
+        BatchingOptions(min_pass_tokens=-1)
+    assert BatchingOptions(min_pass_tokens=0).min_pass_tokens == 0
