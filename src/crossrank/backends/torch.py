@@ -117,9 +117,10 @@ def _choose_device(requested: str) -> torch.device:
 def cpu_autocasts_bf16() -> bool:
     """Whether ``dtype="auto"`` on this CPU runs float32 weights under bfloat16 autocast.
 
-    Only AMX tiles multiply bfloat16 natively (oneDNN): there autocast measured 3-10x faster than
-    float32 on the m3-shaped model and passed the accuracy gate (BENCHMARKS.md). On AVX2/AVX-512
-    CPUs bfloat16 is emulated and slower than float32, so they keep float32.
+    Only AMX tiles multiply bfloat16 faster than float32 (oneDNN): there autocast measured 3-10x
+    faster on the m3-shaped model and passed the accuracy gate (BENCHMARKS.md). AVX2 CPUs emulate
+    bfloat16, and AVX-512-BF16 without AMX ran the m3-shaped model at 0.6x float32's speed, so
+    both keep float32 (``benchmarks/cpu_bf16.py`` measures it on a machine).
     """
     return bool(torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported())
 

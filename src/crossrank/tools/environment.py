@@ -16,7 +16,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from crossrank.backends.cpu import cpu_flags
+from crossrank.backends.cpu import cpu_flags, int8_needs_7bit_weights
 from crossrank.backends.diagnostics import TorchFacts
 from crossrank.backends.gpu import NvmlReport, describe_processes
 from crossrank.models.verify import Check
@@ -249,26 +249,29 @@ def check_gpus(nvml: NvmlReport, need_bytes: int | None, dtype: str) -> list[Che
 
 
 def check_cpu(facts: TorchFacts) -> list[Check]:
-    """SIMD features the CPU kernels use: AVX2, AVX-512, AMX (x86) from /proc/cpuinfo."""
+    """SIMD features the CPU kernels use: AVX2, AVX-512, VNNI, AMX (x86) from /proc/cpuinfo."""
     flags = cpu_flags()
     names = {
         "avx2": "AVX2",
         "avx512f": "AVX-512",
+        "avx512_vnni": "AVX-512-VNNI",
+        "avx_vnni": "AVX-VNNI",
         "avx512_bf16": "AVX-512-BF16",
         "amx_tile": "AMX",
         "amx_bf16": "AMX-BF16",
+        "amx_int8": "AMX-INT8",
     }
     present = [label for flag, label in names.items() if flag in flags]
     kernels = f"torch CPU kernels: {facts.cpu_capability}" if facts.cpu_capability else "torch CPU kernels unknown"
     machine = platform.machine()
     if machine in {"x86_64", "AMD64"} and flags and "avx2" not in flags:
         return [Check("cpu", "warn", f"{machine} without AVX2; {kernels}", "expect slow CPU scoring; use a GPU")]
-    # bf16 pays off only where the CPU multiplies bf16 natively (AMX); elsewhere int8 is the fast mode.
-    fastest = (
-        "dtype='auto' runs bfloat16 autocast on this AMX CPU (dtype='float32' for exact float32 scores)"
-        if "amx_bf16" in flags
-        else "fastest CPU mode: backend='onnx', quantize='int8' (bfloat16 would be slow without AMX)"
-    )
+    # bf16 pays off only on AMX tiles (AVX-512-BF16 alone measured slower than float32); elsewhere int8 is fastest.
+    if "amx_bf16" in flags:
+        fastest = "dtype='auto' runs bfloat16 autocast on this AMX CPU (dtype='float32' for exact float32 scores)"
+    else:
+        weights = "7-bit weights, no VNNI" if int8_needs_7bit_weights(flags, machine) else "8-bit weights"
+        fastest = f"fastest CPU mode: backend='onnx', quantize='int8' ({weights}; bfloat16 would be slow without AMX)"
     present_text = ", ".join(present) or "no x86 SIMD flags"
     return [Check("cpu", "ok", f"{machine} {os.cpu_count()} cores, {present_text}; {kernels}; {fastest}")]
 

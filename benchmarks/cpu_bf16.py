@@ -1,0 +1,68 @@
+"""bfloat16 on this CPU against float32, side by side: what ``dtype="auto"`` should run here.
+
+    python benchmarks/cpu_bf16.py --tokenizer ../shared/models/xlm-roberta-tokenizer            # m3-shape
+    python benchmarks/cpu_bf16.py --model ../shared/models/minilm-l6-distilled-reranker-en
+
+crossrank runs bfloat16 autocast on a CPU only where it has AMX tiles (`cpu_autocasts_bf16`). This measures
+the choice on the machine at hand, in one process on the same generated `rag` workload and planned batches:
+float32, float32 weights under bfloat16 autocast (what ``dtype="auto"`` runs on AMX) and bfloat16 weights,
+alternated over rounds. Prints the CPU's flags, pairs/s of each mode per round, each mode's median ratio to
+float32 and its largest score difference from float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from crossrank import Reranker
+from crossrank.engine.tokenizer import PairTokenizer
+from crossrank.tools.bench import m3_shape, machine_facts, make_workload
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="a model folder; default: the m3-shaped model")
+    parser.add_argument("--tokenizer", type=Path, help="XLM-R tokenizer folder, to build the m3-shaped model")
+    parser.add_argument("--queries", type=int, default=1)
+    parser.add_argument("--docs", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.model is None and args.tokenizer is None:
+        parser.error("pass --model, or --tokenizer to build the m3-shaped model")
+    model = args.model or m3_shape(args.tokenizer)
+    workload = make_workload("rag", PairTokenizer.from_pretrained(model), queries=args.queries, docs=args.docs)
+    calls = [(item["query"], item["documents"]) for item in workload["queries"]]
+    pairs = sum(len(documents) for _, documents in calls)
+    print(json.dumps(machine_facts()))
+    with (
+        Reranker(str(model), device="cpu", dtype="float32") as fp32,
+        Reranker(str(model), device="cpu", dtype="bfloat16") as bf16,
+    ):
+        modes = {"float32": (fp32, False), "bf16-autocast": (fp32, True), "bfloat16-weights": (bf16, False)}
+        rates: dict[str, list[float]] = {name: [] for name in modes}
+        scores: dict[str, list[float]] = {}
+        for round_ in range(args.rounds + 1):  # round 0 warms every mode up and is not counted
+            for name, (reranker, autocast) in modes.items():
+                # The switch dtype="auto" sets on AMX CPUs, forced here to time it on any CPU.
+                reranker.scorer.backend._autocast = autocast  # type: ignore[attr-defined]
+                started = time.perf_counter()
+                results = [reranker.score([(query, d) for d in documents]) for query, documents in calls]
+                seconds = time.perf_counter() - started
+                scores[name] = [s for result in results for s in result]
+                if round_:
+                    rates[name].append(pairs / seconds)
+                    print(json.dumps({"round": round_, "mode": name, "pairs_per_second": round(pairs / seconds, 3)}))
+    base = statistics.median(rates["float32"])
+    for name, values in rates.items():
+        worst = max(abs(a - b) for a, b in zip(scores[name], scores["float32"], strict=True))
+        summary = {"mode": name, "median_pairs_per_second": round(statistics.median(values), 3)}
+        summary |= {"vs_float32": round(statistics.median(values) / base, 2), "largest_score_difference": worst}
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
