@@ -8,11 +8,11 @@
 
 Every mode scores the same generated `rag` workload through crossrank's tokenizer and batch planner, so only
 the engine differs: in the OpenVINO modes each planned batch goes to an OpenVINO compiled model instead of the
-ONNX Runtime session. Run the ONNX modes from crossrank's environment and the OpenVINO ones from one with
-`pip install "optimum-intel[openvino]"` (same crossrank). The int8 OpenVINO model is the one
-sentence-transformers' `export_static_quantized_openvino_model` writes (`crossrank bench --compare
-sentence-transformers-openvino-int8` makes it); the float32 one is exported here by optimum-intel.
-One mode per process; prints pairs/s.
+ONNX Runtime session (`torch-fp32` is crossrank's default backend as it is). Run the ONNX and torch modes from
+crossrank's environment and the OpenVINO ones from one with `pip install "optimum-intel[openvino]"` (same
+crossrank). The int8 OpenVINO model is the one sentence-transformers' `export_static_quantized_openvino_model`
+writes (`crossrank bench --compare sentence-transformers-openvino-int8` makes it); the float32 one is exported
+here by optimum-intel. One mode per process; prints pairs/s.
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.tools.bench import make_workload
 
 
-def _openvino_forward(xml: Path) -> Any:
+def _openvino_forward(xml: Path, precision: str | None) -> Any:
     import openvino
 
-    compiled = openvino.Core().compile_model(str(xml), "CPU")
+    # OpenVINO's own default (what sentence-transformers' users get) runs non-int8 operations in bfloat16 on CPUs
+    # with AVX-512-BF16 or AMX; --inference-precision f32 keeps them in float32.
+    config = {} if precision is None else {"INFERENCE_PRECISION_HINT": precision}
+    compiled = openvino.Core().compile_model(str(xml), "CPU", config)
     names = {port.get_any_name() for port in compiled.inputs}
 
     def forward(batch: EncodedBatch) -> np.ndarray:
@@ -60,8 +63,11 @@ def _openvino_fp32(model: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--mode", choices=["onnx-int8", "onnx-fp32", "openvino-int8", "openvino-fp32"], required=True)
+    parser.add_argument(
+        "--mode", choices=["onnx-int8", "onnx-fp32", "openvino-int8", "openvino-fp32", "torch-fp32"], required=True
+    )
     parser.add_argument("--openvino-xml", type=Path, help="the int8 OpenVINO model (mode openvino-int8)")
+    parser.add_argument("--inference-precision", choices=["f32", "bf16"], help="OpenVINO modes; default: OpenVINO's")
     parser.add_argument("--queries", type=int, default=2)
     parser.add_argument("--docs", type=int, default=24)
     args = parser.parse_args()
@@ -76,9 +82,9 @@ def main() -> None:
     with Reranker(str(args.model), device="cpu", **backend_options) as reranker:  # type: ignore[arg-type]
         backend = reranker.scorer.backend
         if args.mode == "openvino-int8":
-            backend.forward = _openvino_forward(args.openvino_xml)  # type: ignore[method-assign]
+            backend.forward = _openvino_forward(args.openvino_xml, args.inference_precision)  # type: ignore[method-assign]
         elif args.mode == "openvino-fp32":
-            backend.forward = _openvino_forward(_openvino_fp32(args.model))  # type: ignore[method-assign]
+            backend.forward = _openvino_forward(_openvino_fp32(args.model), args.inference_precision)  # type: ignore[method-assign]
         first = workload["queries"][0]
         reranker.rerank(first["query"], first["documents"])  # warm-up (OpenVINO compiles kernels per shape)
         started = time.perf_counter()
@@ -86,7 +92,10 @@ def main() -> None:
             reranker.rerank(item["query"], item["documents"])
         seconds = time.perf_counter() - started
     pairs = sum(len(item["documents"]) for item in workload["queries"])
-    print(json.dumps({"mode": args.mode, "pairs_per_second": round(pairs / seconds, 3)}))
+    result = {"mode": args.mode, "pairs_per_second": round(pairs / seconds, 3)}
+    if args.mode.startswith("openvino"):
+        result["inference_precision"] = args.inference_precision or "openvino's default"
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
