@@ -279,7 +279,7 @@ def test_openvino_peers_quantize_offline(tiny_xlmr_dir: Path, tmp_path: Path) ->
     """sentence-transformers' OpenVINO backend and its static int8 helper, calibrated on the workload (no hub).
 
     optimum-intel pins huggingface_hub below crossrank's floor, so the peers run from their own environment,
-    as users run them (``--peer-python``): point OPENVINO_PEER_PYTHON at its Python to run this test.
+    as users run them (``--peer-python``): point CROSSRANK_TEST_OPENVINO_PYTHON at its Python to run this.
     """
     peer_python = os.environ.get(OPENVINO_PEER_PYTHON)
     if not peer_python:
