@@ -45,6 +45,9 @@ SLACK_S = 0.5
 # Per-request leaks are test_soak's to find (10,000 requests against a warmed-up baseline).
 RSS_PEAK = 1.5
 RSS_SETTLED = 1.15
+# A shared VM can stop for seconds (a CI run once saw the generator's own lag p99 at 138 ms instead of 7 and an
+# accepted request take 11 s). CPU time the hypervisor stole during the load is added to the latency bound, and
+# arrivals during it may find the generator at its bound; without steal the assertions are as strict as before.
 
 
 def _body(i: int) -> Body:
@@ -91,6 +94,7 @@ def test_four_times_capacity_is_shed_with_429_and_accepted_latency_stays_bounded
     without_retry_after = sum(o.status == 429 and not (o.retry_after or "").isdigit() for o in outcomes)
     offered = len(outcomes) / report.seconds
     rss_peak = max(sampler.rss_kib)
+    stolen_s = sampler.stolen_s
     record_figures(
         {
             "server": f"MiniLM-L6 English, CPU, --max-queue-pairs {MAX_QUEUE_PAIRS}, --max-wait-ms 5",
@@ -107,6 +111,7 @@ def test_four_times_capacity_is_shed_with_429_and_accepted_latency_stays_bounded
             "429 without Retry-After": without_retry_after,
             "accepted p50/p99 ms": f"{ms(percentile(accepted, 50))} / {ms(percentile(accepted, 99))}",
             "p99 bound ms": ms(bound_s),
+            "CPU time stolen by the hypervisor during the load s (added to the bound)": round(stolen_s, 2),
             "generator lag p99 ms": ms(percentile([o.lag for o in outcomes], 99)),
             "queue pairs max (bound)": f"{max(sampler.queue_pairs):.0f} ({MAX_QUEUE_PAIRS})",
             "server RSS MiB before / peak during the load / settled": (
@@ -122,8 +127,8 @@ def test_four_times_capacity_is_shed_with_429_and_accepted_latency_stays_bounded
     assert statuses.get(429, 0) > 0 and statuses.get(200, 0) > 0
     assert without_retry_after == 0
     assert offered >= 4 * requests_per_s
-    assert report.not_sent == 0
-    assert percentile(accepted, 99) <= bound_s
+    assert report.not_sent <= OVERLOAD * requests_per_s * stolen_s
+    assert percentile(accepted, 99) <= bound_s + stolen_s
     assert max(sampler.queue_pairs) <= MAX_QUEUE_PAIRS
     assert rss_peak <= RSS_PEAK * before.rss_kib
     assert after.rss_kib <= RSS_SETTLED * before.rss_kib
