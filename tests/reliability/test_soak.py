@@ -11,6 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -51,10 +52,9 @@ def _body(i: int) -> Body:
     return "/rerank", {"query": query, "documents": documents}
 
 
-def _check(body: Body, response: httpx.Response) -> str | None:
+def _check(body: Body, answer: Any) -> str | None:
     path, payload = body
     n = len(payload.get("documents") or payload["texts"])
-    answer = response.json()
     results = answer if isinstance(answer, list) else answer["results"]
     if sorted(r["index"] for r in results) != list(range(n)):
         return f"{path}: indices {[r['index'] for r in results]} for {n} documents"
