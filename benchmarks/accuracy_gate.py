@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scipy.stats import spearmanr
+from agreement import agreement
 
 from crossrank import Reranker
 from crossrank.evaluate.data import load_beir
@@ -57,18 +57,13 @@ def main() -> int:
             if args.mode == "bf16-autocast" and fast_mode.dtype != "bfloat16-autocast":
                 print(f"this CPU has no AMX: dtype='auto' runs {fast_mode.dtype}, nothing to gate", file=sys.stderr)
                 return 2
-            exact, fast, same_top = [], [], 0
-            for query, documents in items:
-                a = fp32.score([(query, d) for d in documents])
-                b = fast_mode.score([(query, d) for d in documents])
-                exact += a
-                fast += b
-                same_top += a.index(max(a)) == b.index(max(b))
-        rho = spearmanr(exact, fast).statistic
-        worst = max(abs(a - b) for a, b in zip(exact, fast, strict=True))
+            exact = [fp32.score([(query, d) for d in documents]) for query, documents in items]
+            fast = [fast_mode.score([(query, d) for d in documents]) for query, documents in items]
+        a = agreement(exact, fast)
+        worst = max(abs(x - y) for row, other in zip(exact, fast, strict=True) for x, y in zip(row, other, strict=True))
         print(
-            f"{args.mode} ({fast_mode.dtype}): {len(exact)} pairs, {len(items)} queries: Spearman rho {rho:.4f}, "
-            f"top-1 kept {same_top}/{len(items)}, largest score difference {worst:.4f}"
+            f"{args.mode} ({fast_mode.dtype}): {a.pairs} pairs, {a.queries} queries: Spearman rho {a.spearman:.4f}, "
+            f"top-1 kept {a.top1_kept}/{a.queries}, largest score difference {worst:.4f}"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -30,13 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch  # noqa: TID251  # converts the torch model; a benchmark, not package code
-from scipy.stats import spearmanr
+from agreement import agreement, ndcg_at_10
 
 from crossrank import Reranker
 from crossrank.backends.base import EncodedBatch
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.evaluate.data import load_beir
-from crossrank.evaluate.metrics import mean, per_query
 from crossrank.tools.bench import make_workload
 
 Pairs = list[tuple[str, str]]
@@ -175,42 +174,26 @@ def main() -> None:
                 fp32.scorer.backend.forward = original  # type: ignore[method-assign]
     finally:
         shutil.rmtree(copy.parent, ignore_errors=True)
-    _report(dataset.qrels, judge_on, judged, scores, {q: candidates[q] for q in judge_on})
+    _report(dataset.qrels, {q: candidates[q] for q in judge_on}, scores)
 
 
-def _report(
-    qrels: dict[str, dict[str, int]],
-    judge_on: list[str],
-    judged: Pairs,
-    scores: dict[str, list[float]],
-    candidates: dict[str, list[str]],
-) -> None:
-    reference = scores["float32"]
-    ndcg_fp32 = _ndcg(qrels, judge_on, candidates, reference)
-    for name, values in scores.items():
-        offset, kept = 0, 0
-        for q in judge_on:
-            n = len(candidates[q])
-            a, b = reference[offset : offset + n], values[offset : offset + n]
-            kept += int(np.argmax(a) == np.argmax(b))
-            offset += n
-        ndcg = _ndcg(qrels, judge_on, candidates, values)
-        summary = {"system": name, "pairs": len(judged), "queries": len(judge_on)}
-        summary |= {"spearman": round(float(spearmanr(reference, values).statistic), 4), "top1_kept": kept}
+def _report(qrels: dict[str, dict[str, int]], candidates: dict[str, list[str]], scores: dict[str, list[float]]) -> None:
+    """One JSON line per system: agreement with float32 and NDCG@10 on the judged queries' candidates."""
+    rows = {name: _per_query(values, candidates) for name, values in scores.items()}
+    reference = rows["float32"]
+    ndcg_fp32 = ndcg_at_10(qrels, candidates, reference)
+    for name, values in rows.items():
+        a, ndcg = agreement(reference, values), ndcg_at_10(qrels, candidates, values)
+        summary = {"system": name, "pairs": a.pairs, "queries": a.queries}
+        summary |= {"spearman": round(a.spearman, 4), "top1_kept": a.top1_kept}
         summary |= {"ndcg@10": round(ndcg, 4), "ndcg_points_vs_fp32": round(100 * (ndcg - ndcg_fp32), 2)}
         print(json.dumps(summary))
 
 
-def _ndcg(
-    qrels: dict[str, dict[str, int]], ids: list[str], candidates: dict[str, list[str]], values: list[float]
-) -> float:
-    run, offset = {}, 0
-    for q in ids:
-        docs = candidates[q]
-        ranked = sorted(zip(values[offset : offset + len(docs)], docs, strict=True), key=lambda x: -x[0])
-        run[q] = [d for _, d in ranked]
-        offset += len(docs)
-    return mean(per_query({q: qrels[q] for q in ids if q in qrels}, run)["ndcg@10"])
+def _per_query(values: list[float], candidates: dict[str, list[str]]) -> list[list[float]]:
+    """Flat scores, query after query, cut into one row per query."""
+    ends = np.cumsum([len(docs) for docs in candidates.values()])
+    return [part.tolist() for part in np.split(np.asarray(values), ends[:-1])]
 
 
 if __name__ == "__main__":

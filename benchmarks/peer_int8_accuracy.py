@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scipy.stats import spearmanr
+if TYPE_CHECKING:  # the peer's Python runs this file too, and may lack crossrank
+    from agreement import Agreement
 
 RUNNER = Path(__file__).resolve().parents[1] / "src" / "crossrank" / "tools" / "bench_runner.py"
 
@@ -39,14 +40,10 @@ def _score_as_peer(spec_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps({"precision": precision, "scores": scores}))
 
 
-def _report(name: str, reference: list[list[float]], scores: list[list[float]], ndcg: float, ndcg_fp32: float) -> str:
-    flat_reference = [x for row in reference for x in row]
-    flat = [x for row in scores for x in row]
-    rho = spearmanr(flat_reference, flat).statistic
-    kept = sum(r.index(max(r)) == s.index(max(s)) for r, s in zip(reference, scores, strict=True))
+def _report(name: str, a: Agreement, ndcg: float, ndcg_fp32: float) -> str:
     return (
-        f"{name}: NDCG@10 {ndcg:.4f} ({100 * (ndcg - ndcg_fp32):+.2f} points), Spearman rho {rho:.4f} over "
-        f"{len(flat)} pairs, top-1 kept {kept}/{len(reference)}"
+        f"{name}: NDCG@10 {ndcg:.4f} ({100 * (ndcg - ndcg_fp32):+.2f} points), Spearman rho {a.spearman:.4f} over "
+        f"{a.pairs} pairs, top-1 kept {a.top1_kept}/{a.queries}"
     )
 
 
@@ -59,9 +56,10 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=512)
     args = parser.parse_args()
 
+    from agreement import agreement, ndcg_at_10
+
     from crossrank import Reranker
     from crossrank.evaluate.data import load_beir
-    from crossrank.evaluate.metrics import mean, per_query
 
     dataset = load_beir(args.data)
     if dataset.candidates is None:
@@ -72,11 +70,7 @@ def main() -> int:
     ]
 
     def ndcg(scores: list[list[float]]) -> float:
-        run = {
-            q: [d for _, d in sorted(zip(s, docs, strict=True), reverse=True)]
-            for (q, docs), s in zip(ids, scores, strict=True)
-        }
-        return mean(per_query(dataset.qrels, run)["ndcg@10"])
+        return ndcg_at_10(dataset.qrels, dataset.candidates, scores)
 
     work = Path(tempfile.mkdtemp(prefix="peer-int8-"))
     try:
@@ -99,8 +93,9 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     base = ndcg(reference)
     print(f"float32 (crossrank torch): NDCG@10 {base:.4f}, {len(ids)} queries")
-    print(_report("crossrank onnx int8", reference, ours, ndcg(ours), base))
-    print(_report(f"{args.peer} ({peer['precision']})", reference, peer["scores"], ndcg(peer["scores"]), base))
+    print(_report("crossrank onnx int8", agreement(reference, ours), ndcg(ours), base))
+    peer_scores = peer["scores"]
+    print(_report(f"{args.peer} ({peer['precision']})", agreement(reference, peer_scores), ndcg(peer_scores), base))
     return 0
 
 
