@@ -34,6 +34,7 @@ from agreement import agreement, ndcg_at_10
 
 from crossrank import Reranker
 from crossrank.backends.base import EncodedBatch
+from crossrank.backends.onnx import _unpadded_row
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.evaluate.data import load_beir
 from crossrank.tools.bench import make_workload
@@ -56,16 +57,11 @@ class _Logits(torch.nn.Module):
 
 
 def _feeds(batch: EncodedBatch) -> Iterator[dict[str, np.ndarray]]:
-    """Each pair of a planned batch alone, without its padding."""
-    for row in range(batch.size):
-        n = int(batch.attention_mask[row].sum())
-        feed = {
-            "input_ids": batch.input_ids[row : row + 1, :n],
-            "attention_mask": batch.attention_mask[row : row + 1, :n],
-        }
-        if batch.token_type_ids is not None:
-            feed["token_type_ids"] = batch.token_type_ids[row : row + 1, :n]
-        yield feed
+    """Each pair of a planned batch alone, without its padding, as crossrank's int8 backend runs pairs."""
+    feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    if batch.token_type_ids is not None:
+        feeds["token_type_ids"] = batch.token_type_ids
+    return (_unpadded_row(feeds, row) for row in range(batch.size))
 
 
 def _recorded_feeds(reranker: Reranker, pairs: Pairs) -> list[dict[str, np.ndarray]]:
