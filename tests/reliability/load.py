@@ -131,7 +131,7 @@ async def closed_loop(
     counter = iter(range(start, end))
     t0 = time.perf_counter()
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: aiohttp.ClientSession) -> None:
         while time.perf_counter() - t0 < seconds and (i := next(counter, None)) is not None:
             report.outcomes.append(await _send(client, url, make_body(i), t0, check=check))
 
