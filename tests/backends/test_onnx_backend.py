@@ -27,6 +27,9 @@ from test_reranker import KEYWORD_TRAPS
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 
 from crossrank import BackendError, ConfigError, Reranker
+from crossrank.config import TruncationOptions
+from crossrank.engine.batcher import BatchStats, ObservedBackend
+from crossrank.engine.scorer import ScoreRequest
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +103,21 @@ def test_an_int8_score_does_not_depend_on_the_batch(english_int8: Reranker) -> N
     mates = [(pair[0], "tiny"), *PAIRS[1:], ("another query", "a much longer document " * 40)]
     for batch in ([pair, mates[0]], [*mates, pair], [pair] * 3 + mates):
         assert english_int8.score(batch)[batch.index(pair)] == pytest.approx(alone, abs=1e-6)
+
+
+def test_observed_passes_count_only_the_padding_computed(english_int8: Reranker, english_onnx: Reranker) -> None:
+    # int8 runs each pair alone, so the server's crossrank_padded_tokens must not count padding it never computed.
+    documents = ["tiny", "a longer document " * 8]
+    seen: dict[str, list[BatchStats]] = {}
+    for reranker in (english_int8, english_onnx):
+        passes = seen.setdefault(reranker.dtype, [])
+        reranker.scorer.with_backend(ObservedBackend(reranker.scorer.backend, passes.append)).score(
+            [ScoreRequest(query="what is it?", documents=documents, truncation=TruncationOptions())], reranker.batching
+        )
+    (int8,), (fp32,) = seen["int8"], seen["float32"]
+    assert int8.tokens == fp32.tokens and int8.pairs == fp32.pairs == 2
+    assert int8.padded_tokens == int8.tokens
+    assert fp32.padded_tokens > fp32.tokens  # the short pair is padded to the long one's length
 
 
 def test_int8_ranks_like_fp32_on_judged_data(english_int8: Reranker, english_onnx: Reranker, shared_data: Path) -> None:

@@ -40,12 +40,15 @@ class Backend(Protocol):
     Implementations own the device and the precision; they must return float32 whatever they
     compute in, so the engine's activation and ranking never see half precision. ``batching`` is
     the batch size that suits the backend on its device, used where the user sets none.
+    ``runs_pairs_alone`` says that ``forward`` runs each pair without its batch's padding, so it
+    computes no padding (``crossrank bench`` counts computed tokens by it).
     """
 
     name: str
     device: str
     dtype: str
     batching: BatchingOptions
+    runs_pairs_alone: bool
 
     def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         """Score a batch; returns shape ``[batch.size]``."""

@@ -144,6 +144,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    runs_pairs_alone = False  # padded batches, with SDPA masking the padding
 
     def __init__(
         self, model_dir: Path, *, runtime: RuntimeOptions, allow_pickle: bool, trust_remote_code: bool

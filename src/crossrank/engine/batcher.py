@@ -84,7 +84,7 @@ class Batched:
 
 @dataclass(frozen=True, slots=True)
 class BatchStats:
-    """One forward pass, for metrics: pairs, padded and real tokens, and its wall time."""
+    """One forward pass, for metrics: pairs, tokens computed (padding included) and real, and its wall time."""
 
     pairs: int
     padded_tokens: int
@@ -102,15 +102,17 @@ class ObservedBackend:
         self.device = inner.device
         self.dtype = inner.dtype
         self.batching = inner.batching
+        self.runs_pairs_alone = inner.runs_pairs_alone
 
     def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         started = time.perf_counter()
         scores = self._inner.forward(batch)
+        tokens = int(batch.attention_mask.sum())
         self._observe(
             BatchStats(
                 pairs=batch.size,
-                padded_tokens=int(batch.input_ids.size),
-                tokens=int(batch.attention_mask.sum()),
+                padded_tokens=tokens if self.runs_pairs_alone else int(batch.input_ids.size),
+                tokens=tokens,
                 seconds=time.perf_counter() - started,
             )
         )

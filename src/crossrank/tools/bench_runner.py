@@ -56,7 +56,7 @@ def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
     backend = reranker.scorer.backend
     forward = backend.forward
 
-    alone = getattr(backend, "runs_pairs_alone", False)  # then it computes no padding
+    alone = backend.runs_pairs_alone  # then it computes no padding
 
     def counted(batch: Any) -> Any:
         lengths = batch.attention_mask.sum(axis=1).astype("int64")
