@@ -11,19 +11,19 @@ import numpy.typing as npt
 import pytest
 
 from crossrank import AsyncReranker, BatchingOptions, InferenceError, OverloadedError, Reranker
-from crossrank.backends.base import Backend, EncodedBatch
+from crossrank.backends.base import Backend, EncodedBatch, WrappedBackend
 from crossrank.engine.batcher import BatchStats, MicroBatcher, QueueOptions
 from crossrank.engine.scorer import Scorer, ScoreRequest
 from crossrank.errors import ConfigError
 
 
-class GatedBackend:
+class GatedBackend(WrappedBackend):
     """The real backend behind a gate the test opens (to hold the worker busy), and a poison token that
     makes a forward pass raise (fault injection: a backend failing mid-batch)."""
 
     def __init__(self, inner: Backend, poison: int | None = None) -> None:
-        self.inner, self.poison = inner, poison
-        self.name, self.device, self.dtype, self.batching = inner.name, inner.device, inner.dtype, inner.batching
+        super().__init__(inner)
+        self.poison = poison
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -38,7 +38,7 @@ class GatedBackend:
         return self.inner.forward(batch)
 
     def close(self) -> None:
-        pass
+        pass  # the inner backend is the shared english_reranker fixture's
 
 
 @pytest.fixture

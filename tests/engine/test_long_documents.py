@@ -22,7 +22,7 @@ from crossrank import (
     TruncationOptions,
     TruncationWarning,
 )
-from crossrank.backends.base import Backend, EncodedBatch
+from crossrank.backends.base import Backend, EncodedBatch, WrappedBackend
 from crossrank.config import Aggregation
 from crossrank.engine import scorer as scorer_module
 from crossrank.engine.aggregation import aggregate
@@ -58,20 +58,16 @@ TEXTS = {
 }
 
 
-class Recording:
+class Recording(WrappedBackend):
     """The real backend, plus a record of every batch it was given (to check what the model read)."""
 
     def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.name, self.device, self.dtype, self.batching = inner.name, inner.device, inner.dtype, inner.batching
+        super().__init__(inner)
         self.batches: list[EncodedBatch] = []
 
     def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         self.batches.append(batch)
         return self.inner.forward(batch)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.fixture(scope="module")

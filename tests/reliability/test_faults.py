@@ -28,7 +28,7 @@ import numpy.typing as npt
 import pytest
 
 from crossrank import Reranker
-from crossrank.backends.base import Backend, EncodedBatch
+from crossrank.backends.base import Backend, EncodedBatch, WrappedBackend
 from crossrank.engine.batcher import QueueOptions
 from crossrank.server import ServerOptions, create_app
 from redis_server import RedisServer, running_redis
@@ -265,13 +265,12 @@ def test_sigterm_under_load_finishes_accepted_requests_and_refuses_new_connectio
 MARKER = "xylophonequagmire"
 
 
-class _PoisonedBackend:
+class _PoisonedBackend(WrappedBackend):
     """The real backend, except that a forward pass holding the marker's token ids raises (a fake runtime fault)."""
 
     def __init__(self, inner: Backend, marker_ids: list[int]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._marker = np.asarray(marker_ids)
-        self.name, self.device, self.dtype, self.batching = inner.name, inner.device, inner.dtype, inner.batching
         self.passes: list[tuple[int, bool]] = []  # (pairs, raised)
 
     def _poisoned(self, row: npt.NDArray[np.int64]) -> bool:
@@ -284,10 +283,7 @@ class _PoisonedBackend:
         self.passes.append((batch.size, raised))
         if raised:
             raise RuntimeError("fake backend fault: a poisoned pair reached the model")
-        return self._inner.forward(batch)
-
-    def close(self) -> None:
-        self._inner.close()
+        return self.inner.forward(batch)
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from crossrank.config import BatchingOptions
 
-__all__ = ["Backend", "EncodedBatch"]
+__all__ = ["Backend", "EncodedBatch", "WrappedBackend"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +57,18 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the model and its device memory."""
         ...
+
+
+class WrappedBackend:
+    """Another backend with the same attributes, passing every call to it: subclasses change ``forward``."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name, self.device, self.dtype = inner.name, inner.device, inner.dtype
+        self.batching, self.runs_pairs_alone = inner.batching, inner.runs_pairs_alone
+
+    def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
+        return self.inner.forward(batch)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from crossrank.backends.base import Backend, EncodedBatch
+from crossrank.backends.base import Backend, EncodedBatch, WrappedBackend
 from crossrank.config import BatchingOptions
 from crossrank.engine.memory import release_free_memory
 from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest
@@ -92,21 +92,16 @@ class BatchStats:
     seconds: float
 
 
-class ObservedBackend:
+class ObservedBackend(WrappedBackend):
     """A backend that reports every forward pass to ``observe`` (metrics), otherwise the wrapped one."""
 
     def __init__(self, inner: Backend, observe: Callable[[BatchStats], None]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._observe = observe
-        self.name = inner.name
-        self.device = inner.device
-        self.dtype = inner.dtype
-        self.batching = inner.batching
-        self.runs_pairs_alone = inner.runs_pairs_alone
 
     def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         started = time.perf_counter()
-        scores = self._inner.forward(batch)
+        scores = self.inner.forward(batch)
         tokens = int(batch.attention_mask.sum())
         self._observe(
             BatchStats(
@@ -117,9 +112,6 @@ class ObservedBackend:
             )
         )
         return scores
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 @dataclass(slots=True)
