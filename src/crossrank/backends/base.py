@@ -32,6 +32,10 @@ class EncodedBatch:
         """Pairs in the batch."""
         return int(self.input_ids.shape[0])
 
+    def computed_tokens(self, pairs_alone: bool) -> int:
+        """Tokens a forward pass computes: every padded position, or only the real ones where each pair runs alone."""
+        return int(self.attention_mask.sum()) if pairs_alone else int(self.input_ids.size)
+
 
 @runtime_checkable
 class Backend(Protocol):

@@ -102,12 +102,11 @@ class ObservedBackend(WrappedBackend):
     def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         started = time.perf_counter()
         scores = self.inner.forward(batch)
-        tokens = int(batch.attention_mask.sum())
         self._observe(
             BatchStats(
                 pairs=batch.size,
-                padded_tokens=tokens if self.runs_pairs_alone else int(batch.input_ids.size),
-                tokens=tokens,
+                padded_tokens=batch.computed_tokens(self.runs_pairs_alone),
+                tokens=int(batch.attention_mask.sum()),
                 seconds=time.perf_counter() - started,
             )
         )

@@ -56,13 +56,10 @@ def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
     backend = reranker.scorer.backend
     forward = backend.forward
 
-    alone = backend.runs_pairs_alone  # then it computes no padding
-
     def counted(batch: Any) -> Any:
         lengths = batch.attention_mask.sum(axis=1).astype("int64")
-        real = int(lengths.sum())
-        counter[0] += real
-        counter[1] += real if alone else int(batch.attention_mask.size)
+        counter[0] += int(lengths.sum())
+        counter[1] += batch.computed_tokens(backend.runs_pairs_alone)
         counter[2] += int((lengths * lengths).sum())
         return forward(batch)
 
