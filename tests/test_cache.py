@@ -1,13 +1,17 @@
-"""The in-process result cache: exact hits, partial hits, bypass, option changes, and its bounds."""
+"""The in-process result cache: exact hits, partial hits, bypass, option changes, and its bounds.
+
+On the fake backend (``fake_reranker``, token-overlap scores): what is checked is that a hit returns the very
+scores the backend gave and skips it, whatever those scores are."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from crossrank import Reranker
-from crossrank.config import BatchingOptions, TruncationOptions
+from crossrank.config import BatchingOptions, ChunkingOptions, TruncationOptions
 from crossrank.engine.batcher import BatchStats, ObservedBackend
 from crossrank.engine.cache import CachedScorer, LRUScoreCache, cache_key
 from crossrank.engine.scorer import ScoreRequest
@@ -18,18 +22,18 @@ DOCS = ["hi", "The giant panda is a bear native to China.", "Pandas is a Python 
 
 
 @pytest.fixture
-def counted(english_reranker: Reranker) -> tuple[CachedScorer, list[BatchStats]]:
+def counted(fake_reranker: Reranker) -> tuple[CachedScorer, list[BatchStats]]:
     passes: list[BatchStats] = []
-    scorer = english_reranker.scorer.with_backend(ObservedBackend(english_reranker.scorer.backend, passes.append))
-    return CachedScorer(scorer, LRUScoreCache(1000), "fingerprint"), passes
+    scorer = fake_reranker.scorer.with_backend(ObservedBackend(fake_reranker.scorer.backend, passes.append))
+    return CachedScorer(scorer, LRUScoreCache(1000), {"model": "digest"}), passes
 
 
 def _request(documents: list[str], **truncation: int) -> ScoreRequest:
     return ScoreRequest(query=QUERY, documents=documents, truncation=TruncationOptions(**truncation))
 
 
-def test_hits_are_exactly_the_models_scores_and_skip_the_model(
-    counted: tuple[CachedScorer, list[BatchStats]], english_reranker: Reranker
+def test_hits_are_exactly_the_backends_scores_and_skip_it_fake_backend(
+    counted: tuple[CachedScorer, list[BatchStats]], fake_reranker: Reranker
 ) -> None:
     scorer, passes = counted
     (first,) = scorer.score([_request(DOCS)], BatchingOptions())
@@ -38,13 +42,13 @@ def test_hits_are_exactly_the_models_scores_and_skip_the_model(
     assert len(passes) == forwards  # nothing reached the model
     assert again.logits.tolist() == first.logits.tolist()
     assert again.usage.cached_documents == len(DOCS) and again.usage.total_tokens == 0
-    uncached = english_reranker.scorer.score([_request(DOCS)], BatchingOptions())[0]
+    uncached = fake_reranker.scorer.score([_request(DOCS)], BatchingOptions())[0]
     assert again.logits.tolist() == uncached.logits.tolist()
     assert scorer.cache.stats.hits == len(DOCS) and scorer.cache.stats.misses == len(DOCS)
 
 
-def test_partial_hits_score_only_the_missing_pairs(
-    counted: tuple[CachedScorer, list[BatchStats]], english_reranker: Reranker
+def test_partial_hits_score_only_the_missing_pairs_fake_backend(
+    counted: tuple[CachedScorer, list[BatchStats]], fake_reranker: Reranker
 ) -> None:
     scorer, passes = counted
     scorer.score([_request(DOCS[:2])], BatchingOptions())
@@ -53,21 +57,26 @@ def test_partial_hits_score_only_the_missing_pairs(
     (result,) = scorer.score([_request(mixed)], BatchingOptions())
     assert sum(p.pairs for p in passes) - before == 2
     assert result.usage.cached_documents == 2
-    expected = english_reranker.scorer.score([_request(mixed)], BatchingOptions())[0]
+    expected = fake_reranker.scorer.score([_request(mixed)], BatchingOptions())[0]
     assert result.logits.tolist() == pytest.approx(expected.logits.tolist(), abs=1e-5)
 
 
 def test_options_and_model_are_part_of_the_key() -> None:
-    base = _request(["d"])
-    assert cache_key("m", base, "d") == cache_key("m", _request(["other"]), "d")
-    assert cache_key("m", base, "d") != cache_key("m", _request(["d"], max_length=128), "d")
-    assert cache_key("m", base, "d") != cache_key("other model", base, "d")
-    assert cache_key("m", base, "d") != cache_key("m", base, "e")
+    base, m = _request(["d"]), {"model": "m"}
+    assert cache_key(m, base, "d") == cache_key(m, _request(["other"]), "d")
+    assert cache_key(m, base, "d") != cache_key(m, _request(["d"], max_length=128), "d")
+    assert cache_key(m, base, "d") != cache_key({"model": "other model"}, base, "d")
+    assert cache_key(m, base, "d") != cache_key({**m, "dtype": "int8"}, base, "d")
+    assert cache_key(m, base, "d") != cache_key(m, base, "e")
     flipped = ScoreRequest(query="d", documents=["q"], truncation=TruncationOptions())
-    assert cache_key("m", base, "d") != cache_key("m", flipped, QUERY)
+    assert cache_key(m, base, "d") != cache_key(m, flipped, QUERY)
+    for chunking in (ChunkingOptions(aggregate="first"), ChunkingOptions(max_chunks_per_doc=3)):
+        assert cache_key(m, base, "d") != cache_key(m, dataclasses.replace(base, chunking=chunking), "d")
 
 
-def test_use_cache_false_scores_afresh_and_stores_nothing(counted: tuple[CachedScorer, list[BatchStats]]) -> None:
+def test_use_cache_false_scores_afresh_and_stores_nothing_fake_backend(
+    counted: tuple[CachedScorer, list[BatchStats]],
+) -> None:
     scorer, passes = counted
     request = ScoreRequest(query=QUERY, documents=DOCS[:2], truncation=TruncationOptions(), use_cache=False)
     scorer.score([request], BatchingOptions())
@@ -90,12 +99,12 @@ def test_lru_stays_within_its_bounds_under_unique_keys() -> None:
     assert small.bytes <= 5_000 and 0 < len(small) < 1000
 
 
-def test_reranker_with_a_cache(english_model_dir: Path, english_reranker: Reranker) -> None:
-    with Reranker(str(english_model_dir), device="cpu", dtype="float32", cache_size=100) as cached:
+def test_reranker_with_a_cache_fake_backend(fake_model_dir: Path, fake_reranker: Reranker) -> None:
+    with Reranker(str(fake_model_dir), backend="fake", cache_size=100) as cached:
         first = cached.rerank(QUERY, DOCS)
         second = cached.rerank(QUERY, DOCS)
         assert second.usage.cached_documents == len(DOCS)
-        assert second.results == first.results == english_reranker.rerank(QUERY, DOCS).results
+        assert second.results == first.results == fake_reranker.rerank(QUERY, DOCS).results
         assert cached.rerank(QUERY, DOCS, use_cache=False).usage.cached_documents == 0
 
 
@@ -103,6 +112,6 @@ def test_reranker_with_a_cache(english_model_dir: Path, english_reranker: Rerank
     "kwargs",
     [{"cache_size": -1}, {"cache_url": "http://localhost"}, {"cache_url": "redis://x", "cache_ttl": 0}],
 )
-def test_bad_cache_options(english_model_dir: Path, kwargs: dict[str, object]) -> None:
+def test_bad_cache_options_fake_backend(fake_model_dir: Path, kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
-        Reranker(str(english_model_dir), device="cpu", **kwargs)  # type: ignore[arg-type]
+        Reranker(str(fake_model_dir), backend="fake", **kwargs)  # type: ignore[arg-type]

@@ -6,11 +6,18 @@
 
 from crossrank._version import __version__ as __version__
 from crossrank.async_reranker import AsyncReranker as AsyncReranker
+from crossrank.backends.base import Backend as Backend
+from crossrank.backends.base import EncodedBatch as EncodedBatch
 from crossrank.config import BatchingOptions as BatchingOptions
+from crossrank.config import CacheOptions as CacheOptions
 from crossrank.config import ChunkingOptions as ChunkingOptions
+from crossrank.config import Fingerprint as Fingerprint
 from crossrank.config import ModelSpec as ModelSpec
+from crossrank.config import RerankerOptions as RerankerOptions
+from crossrank.config import RerankOptions as RerankOptions
 from crossrank.config import RuntimeOptions as RuntimeOptions
 from crossrank.config import TruncationOptions as TruncationOptions
+from crossrank.engine.batcher import QueueOptions as QueueOptions
 from crossrank.errors import BackendError as BackendError
 from crossrank.errors import BackendUnavailableError as BackendUnavailableError
 from crossrank.errors import ConfigError as ConfigError
@@ -34,12 +41,16 @@ from crossrank.types import Usage as Usage
 
 __all__ = [
     "AsyncReranker",
+    "Backend",
     "BackendError",
     "BackendUnavailableError",
     "BatchingOptions",
+    "CacheOptions",
     "ChunkingOptions",
     "ConfigError",
     "CrossrankError",
+    "EncodedBatch",
+    "Fingerprint",
     "InferenceError",
     "InputError",
     "InputTooLongError",
@@ -49,8 +60,11 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSpec",
     "OverloadedError",
+    "QueueOptions",
+    "RerankOptions",
     "RerankResult",
     "Reranker",
+    "RerankerOptions",
     "RuntimeOptions",
     "ScoredDocument",
     "Span",

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from crossrank.config import RerankerOptions, RerankOptions
 from crossrank.engine.batcher import Batched, BatchStats, MicroBatcher, ObservedBackend, QueueOptions
 from crossrank.reranker import Reranker
 from crossrank.types import RerankResult, Timing
@@ -45,6 +46,11 @@ class AsyncReranker:
         """Load ``model`` (same keyword arguments as ``Reranker``) and wrap it; call ``start()`` next."""
         return cls(Reranker(model, **kwargs), queue)
 
+    @classmethod
+    def from_options(cls, options: RerankerOptions, *, queue: QueueOptions | None = None) -> AsyncReranker:
+        """Load the model ``options`` describe and wrap it; call ``start()`` next."""
+        return cls(Reranker.from_options(options), queue)
+
     def start(self) -> None:
         """Start the worker thread (``async with`` does it)."""
         self.batcher.start()
@@ -61,20 +67,19 @@ class AsyncReranker:
         *,
         top_n: int | None = None,
         return_documents: bool = True,
-        max_length: int | None = None,
         min_score: float | None = None,
         use_cache: bool = True,
-        **options: Any,
+        options: RerankOptions | None = None,
     ) -> RerankResult:
         """``Reranker.rerank``, awaited; the result also carries its ``timing``.
 
-        ``options`` are ``Reranker.rerank``'s long-document options (``aggregate``, ``truncate``, ...).
+        ``options`` are this call's score-changing options (``max_length``, ``aggregate``, ``truncate``, ...).
 
         Raises:
             OverloadedError: too much work is queued (retry after ``error.retry_after`` seconds).
         """
         request = self.reranker.prepare(
-            query, documents, top_n=top_n, max_length=max_length, min_score=min_score, use_cache=use_cache, **options
+            query, documents, top_n=top_n, min_score=min_score, use_cache=use_cache, options=options
         )
         batched: Batched = await self.batcher.submit(request)
         result = self.reranker.finish(

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from crossrank.errors import ConfigError
 
@@ -22,15 +25,23 @@ __all__ = [
     "Direction",
     "Dtype",
     "Fallback",
+    "Fingerprint",
     "LongQuery",
     "ModelSpec",
     "Quantize",
+    "RerankOptions",
+    "RerankerOptions",
     "RuntimeOptions",
     "TruncationOptions",
     "cache_folder",
+    "flat_option_names",
+    "score_options",
 ]
 
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
+# Windows per document at most: 1024 windows of 512 tokens cover ~460k tokens, more than the longest document
+# the server takes (200,000 characters); beyond that a value only lets one document hold the model for minutes.
+MAX_CHUNKS_PER_DOC = 1024
 
 # The files of a model folder that a Hugging Face tokenizer may read (besides config.json): downloads fetch them,
 # and a saved tokenizer is built again when any of them changes.
@@ -164,7 +175,7 @@ class TruncationOptions:
         max_length: tokens per pair, special tokens included; 512 is the upstream recommendation for
             bge-reranker-v2-m3 (it reads up to 8192).
         query_max_length: the query's cap; ``None`` means ``max_length * 3 // 4`` like FlagEmbedding.
-        direction: which end a cut keeps: ``right`` drops the end of a text (keeps its start),
+        truncation_direction: which end a cut keeps: ``right`` drops the end of a text (keeps its start),
             ``left`` drops its start (TEI's ``truncation_direction``).
         max_tokens_per_doc: a document is cut to this many tokens before it is split into windows
             (Cohere's ``max_tokens_per_doc``); ``None``: no cap besides ``max_chunks_per_doc``.
@@ -177,7 +188,7 @@ class TruncationOptions:
 
     max_length: int = 512
     query_max_length: int | None = None
-    direction: Direction = "right"
+    truncation_direction: Direction = "right"
     max_tokens_per_doc: int | None = None
     truncate: bool = True
     long_query: LongQuery = "truncate"
@@ -190,7 +201,7 @@ class TruncationOptions:
                 f"query_max_length must be between 1 and max_length - 1 ({self.max_length - 1}), "
                 f"got {self.query_max_length}"
             )
-        _check_choice("truncation_direction", self.direction, Direction)
+        _check_choice("truncation_direction", self.truncation_direction, Direction)
         _check_choice("long_query", self.long_query, LongQuery)
         if self.max_tokens_per_doc is not None and self.max_tokens_per_doc < 1:
             raise ConfigError(f"max_tokens_per_doc must be at least 1, got {self.max_tokens_per_doc}")
@@ -307,8 +318,10 @@ class ChunkingOptions:
             raise ConfigError(
                 f"overlap_tokens ({self.overlap_tokens}) must be at most half of chunk_tokens ({self.chunk_tokens})"
             )
-        if self.max_chunks_per_doc < 1:
-            raise ConfigError(f"max_chunks_per_doc must be at least 1, got {self.max_chunks_per_doc}")
+        if not 1 <= self.max_chunks_per_doc <= MAX_CHUNKS_PER_DOC:
+            raise ConfigError(
+                f"max_chunks_per_doc must be between 1 and {MAX_CHUNKS_PER_DOC}, got {self.max_chunks_per_doc}"
+            )
 
     @property
     def aggregation(self) -> Aggregation:
@@ -320,6 +333,166 @@ class ChunkingOptions:
         size = room if self.chunk_tokens is None else min(self.chunk_tokens, room)
         overlap = size // 8 if self.overlap_tokens is None else self.overlap_tokens
         return size, min(overlap, size // 2)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RerankOptions:
+    """One call's overrides of a reranker's score-changing options; ``None`` keeps the reranker's value.
+
+    Each field is the ``TruncationOptions`` or ``ChunkingOptions`` field of the same name (a test holds the two
+    in step). A new ``max_length`` brings the query cap that goes with it unless ``query_max_length`` is given.
+    """
+
+    max_length: int | None = None
+    query_max_length: int | None = None
+    truncation_direction: Direction | None = None
+    max_tokens_per_doc: int | None = None
+    truncate: bool | None = None
+    long_query: LongQuery | None = None
+    aggregate: str | None = None
+    chunk_tokens: int | None = None
+    overlap_tokens: int | None = None
+    max_chunks_per_doc: int | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RerankOptions:
+        """From JSON-like data (a task's or a file's); an unknown name is a ``ConfigError`` naming it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown rerank option(s): {', '.join(unknown)}", fix=f"use {', '.join(sorted(names))}")
+        return cls(**values)
+
+    def apply(
+        self, truncation: TruncationOptions, chunking: ChunkingOptions
+    ) -> tuple[TruncationOptions, ChunkingOptions]:
+        """``truncation`` and ``chunking`` with these overrides (the same objects when there are none)."""
+        given = {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+        if "max_length" in given:
+            given.setdefault("query_max_length", None)
+        return _replaced(truncation, given), _replaced(chunking, given)
+
+
+def _replaced(options: Any, values: dict[str, Any]) -> Any:
+    changes = {f.name: values[f.name] for f in dataclasses.fields(options) if f.name in values}
+    return dataclasses.replace(options, **changes) if changes else options
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RerankerOptions:
+    """Everything a ``Reranker`` is built from, as the typed option objects.
+
+    ``Reranker(model, **flat_keywords)``, ``Settings`` (``CROSSRANK_*``) and the CLI's flags all build this
+    through ``from_flat``, so a flat name means the same option everywhere.
+
+    Attributes:
+        model: which model, and how far to trust it.
+        backend: ``torch``, ``onnx`` or ``fake`` (tests).
+        runtime: device and precision.
+        truncation: how long pairs are cut.
+        chunking: how long documents are split and scored.
+        max_batch_tokens, max_batch_size: forward-pass sizes; ``None`` takes the backend's for its device.
+        cache: the result cache.
+    """
+
+    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
+    backend: str = "torch"
+    runtime: RuntimeOptions = dataclasses.field(default_factory=RuntimeOptions)
+    truncation: TruncationOptions = dataclasses.field(default_factory=TruncationOptions)
+    chunking: ChunkingOptions = dataclasses.field(default_factory=ChunkingOptions)
+    max_batch_tokens: int | None = None
+    max_batch_size: int | None = None
+    cache: CacheOptions = dataclasses.field(default_factory=CacheOptions)
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+
+    @classmethod
+    def from_flat(cls, **values: Any) -> RerankerOptions:
+        """Build from flat keywords (``model``, ``device``, ``max_length``, ``aggregate``, ``cache_url``, ...)."""
+        unknown = sorted(set(values) - set(flat_option_names()))
+        if unknown:
+            raise ConfigError(
+                f"unknown reranker option(s): {', '.join(unknown)}",
+                fix=f"use the names of Reranker's keyword arguments: {', '.join(flat_option_names())}",
+            )
+        groups = {
+            group: kind(
+                **{field: values[flat] for flat, field in _flat_fields(kind, renames).items() if flat in values}
+            )
+            for group, kind, renames in _FLAT_GROUPS
+        }
+        top = {name: values[name] for name in _FLAT_TOP if name in values}
+        return cls(**groups, **top)
+
+
+# The flat keyword of each option, by the object that holds it: a field's own name unless renamed here.
+_FLAT_GROUPS: tuple[tuple[str, type, dict[str, str]], ...] = (
+    ("model", ModelSpec, {"model": "name_or_path"}),
+    ("runtime", RuntimeOptions, {}),
+    ("truncation", TruncationOptions, {}),
+    ("chunking", ChunkingOptions, {}),
+    (
+        "cache",
+        CacheOptions,
+        {
+            "cache_size": "size",
+            "cache_bytes": "max_bytes",
+            "cache_url": "url",
+            "cache_ttl": "ttl",
+            "cache_prefix": "prefix",
+            "cache_timeout": "timeout",
+        },
+    ),
+)
+_FLAT_TOP = ("backend", "max_batch_tokens", "max_batch_size")
+
+
+def _flat_fields(kind: type, renames: dict[str, str]) -> dict[str, str]:
+    """Flat keyword to field name, for one option class."""
+    renamed = set(renames.values())
+    return {**{f.name: f.name for f in dataclasses.fields(kind) if f.name not in renamed}, **renames}
+
+
+def flat_option_names() -> tuple[str, ...]:
+    """Every flat keyword ``RerankerOptions.from_flat`` takes (``Reranker``'s and ``Settings``' names)."""
+    names = [flat for _, kind, renames in _FLAT_GROUPS for flat in _flat_fields(kind, renames)]
+    return (*names, *_FLAT_TOP)
+
+
+def score_options(truncation: TruncationOptions, chunking: ChunkingOptions) -> dict[str, Any]:
+    """The one serialisation of the per-request options that change a score, by their flat names (JSON-ready)."""
+    return {**dataclasses.asdict(truncation), **dataclasses.asdict(chunking)}
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What a score depends on besides its two texts; equal fingerprints give equal scores.
+
+    ``values`` are the model's identity (a digest of its files, its hub commit, the backend and the precision it
+    runs in) and every score-changing option by its flat name; ``digest`` is their canonical hash. The result
+    cache keys on it, ``crossrank batch`` refuses to resume under another, ``/info`` shows it.
+    """
+
+    values: dict[str, Any]
+
+    @classmethod
+    def of(cls, identity: dict[str, Any], truncation: TruncationOptions, chunking: ChunkingOptions) -> Fingerprint:
+        """A loaded model's identity with the options of a request."""
+        return cls({**identity, **score_options(truncation, chunking)})
+
+    @property
+    def digest(self) -> str:
+        """sha256 (hex) of the canonical JSON of ``values``."""
+        return hashlib.sha256(json.dumps(self.values, sort_keys=True).encode()).hexdigest()
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        """The names whose values differ between the two (sorted)."""
+        names = self.values.keys() | other.values.keys()
+        return sorted(name for name in names if self.values.get(name) != other.values.get(name))
 
 
 def cache_folder(name: str) -> Path:

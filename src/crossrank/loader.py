@@ -2,31 +2,42 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from crossrank.backends.base import Backend
 from crossrank.backends.registry import load_backend
-from crossrank.config import CacheOptions, ModelSpec, RuntimeOptions, TruncationOptions, cache_folder
+from crossrank.config import CacheOptions, Fingerprint, RerankerOptions, TruncationOptions, cache_folder
 from crossrank.engine.cache import CachedScorer, open_cache
 from crossrank.engine.scorer import RequestScorer, Scorer
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.errors import ConfigError, UnsupportedModelError
 from crossrank.models.formats import check_tokenizer_json
+from crossrank.models.identity import model_digest
 from crossrank.models.info import ModelInfo
 from crossrank.models.resolve import resolve_model
 
-__all__ = ["LoadedModel", "check_max_length", "load_model"]
+__all__ = ["LoadedModel", "assemble", "check_max_length", "describe", "load_model", "load_tokenizer"]
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """A model ready to score, with what is known about it."""
+    """A model ready to score, with what is known about it.
+
+    Attributes:
+        info: what was read from the model folder.
+        scorer: tokenizer and backend (behind the result cache when one is configured).
+        load_seconds: wall time to resolve and load.
+        identity: what makes two loaded models score alike (the model's digest, hub commit, backend, precision),
+            the model half of the fingerprint.
+    """
 
     info: ModelInfo
     scorer: RequestScorer
     load_seconds: float
+    identity: dict[str, Any]
 
 
 def check_max_length(truncation: TruncationOptions, info: ModelInfo) -> None:
@@ -38,36 +49,70 @@ def check_max_length(truncation: TruncationOptions, info: ModelInfo) -> None:
         )
 
 
-def load_model(
-    spec: ModelSpec,
-    runtime: RuntimeOptions,
-    truncation: TruncationOptions,
-    backend: str,
-    cache: CacheOptions | None = None,
-) -> LoadedModel:
-    """Resolve, check and load a model; cheap checks run before any weight is read."""
+def load_model(options: RerankerOptions, *, backend: Backend | None = None) -> LoadedModel:
+    """Resolve, check and load a model; cheap checks run before any weight is read.
+
+    With ``backend`` (already loaded), the folder gives only the tokenizer and the model's identity.
+    """
     started = time.perf_counter()
+    spec = options.model
     info = resolve_model(spec)
-    check_max_length(truncation, info)
-    try:
-        tokenizer = PairTokenizer.from_pretrained(
-            info.path, trust_remote_code=spec.trust_remote_code, cache_dir=_tokenizer_cache()
-        )
-    except UnsupportedModelError:
-        check_tokenizer_json(info.path)  # a corrupt file is named, with the download that fixes it
-        raise
-    runner = load_backend(
-        backend,
+    check_max_length(options.truncation, info)
+    digest = model_digest(info.path, allow_pickle=spec.allow_pickle)
+    tokenizer = load_tokenizer(info.path, trust_remote_code=spec.trust_remote_code)
+    runner = backend or load_backend(
+        options.backend,
         info.path,
-        runtime=runtime,
+        runtime=options.runtime,
         allow_pickle=spec.allow_pickle,
         trust_remote_code=spec.trust_remote_code,
+        model_digest=digest,
     )
-    scorer: RequestScorer = Scorer(tokenizer, runner)
-    store = open_cache(cache or CacheOptions())
+    return assemble(info, tokenizer, runner, digest, options.cache, started=started)
+
+
+def describe(options: RerankerOptions) -> Fingerprint:
+    """The fingerprint of the model ``options`` describe without loading it: the model's files, and the backend
+    and precision as asked for (``auto`` unresolved), with every score-changing option."""
+    info = resolve_model(options.model)
+    precision = "int8" if options.runtime.quantize == "int8" else options.runtime.dtype
+    identity = _identity(
+        info, model_digest(info.path, allow_pickle=options.model.allow_pickle), options.backend, precision
+    )
+    return Fingerprint.of(identity, options.truncation, options.chunking)
+
+
+def load_tokenizer(folder: Path, *, trust_remote_code: bool = False) -> PairTokenizer:
+    """The pair tokenizer of a model folder; a corrupt tokenizer file is named, with the download that fixes it."""
+    try:
+        return PairTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, cache_dir=_tokenizer_cache())
+    except UnsupportedModelError:
+        check_tokenizer_json(folder)
+        raise
+
+
+def assemble(
+    info: ModelInfo,
+    tokenizer: PairTokenizer,
+    backend: Backend,
+    digest: str,
+    cache: CacheOptions,
+    *,
+    started: float,
+) -> LoadedModel:
+    """A ``LoadedModel`` from its parts: the scorer, behind the result cache when ``cache`` configures one."""
+    identity = _identity(info, digest, backend.name, backend.dtype)
+    scorer: RequestScorer = Scorer(tokenizer, backend)
+    store = open_cache(cache)
     if store is not None:
-        scorer = CachedScorer(scorer, store, _fingerprint(spec, runner.name, runner.dtype))
-    return LoadedModel(info=info, scorer=scorer, load_seconds=time.perf_counter() - started)
+        scorer = CachedScorer(scorer, store, identity)
+    return LoadedModel(info=info, scorer=scorer, load_seconds=time.perf_counter() - started, identity=identity)
+
+
+def _identity(info: ModelInfo, digest: str, backend: str, dtype: str) -> dict[str, Any]:
+    """The model half of a fingerprint; a hub snapshot's folder is named by its commit."""
+    commit = info.path.name if info.path.parent.name == "snapshots" else None
+    return {"model": digest, "commit": commit, "backend": backend, "dtype": dtype}
 
 
 def _tokenizer_cache() -> Path | None:
@@ -76,8 +121,3 @@ def _tokenizer_cache() -> Path | None:
         return cache_folder("tokenizers")
     except RuntimeError:
         return None
-
-
-def _fingerprint(spec: ModelSpec, backend: str, dtype: str) -> str:
-    """What makes two loaded models score alike: cached scores are shared exactly between equal fingerprints."""
-    return json.dumps({"model": spec.name_or_path, "revision": spec.revision, "backend": backend, "dtype": dtype})

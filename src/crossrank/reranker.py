@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
 
+from crossrank.backends.base import Backend
 from crossrank.config import (
     DEFAULT_MODEL,
     BatchingOptions,
@@ -19,9 +21,12 @@ from crossrank.config import (
     Direction,
     Dtype,
     Fallback,
+    Fingerprint,
     LongQuery,
     ModelSpec,
     Quantize,
+    RerankerOptions,
+    RerankOptions,
     RuntimeOptions,
     TruncationOptions,
 )
@@ -61,12 +66,27 @@ def _check_pairs(pairs: object) -> list[tuple[str, str]]:
     return checked
 
 
-def _batching(tokens: int | None, pairs: int | None, suggested: BatchingOptions) -> BatchingOptions:
-    """The batch sizes asked for, and the backend's suggestion for those not given (and its pass cost)."""
-    return BatchingOptions(
-        max_batch_tokens=suggested.max_batch_tokens if tokens is None else tokens,
-        max_batch_size=suggested.max_batch_size if pairs is None else pairs,
-        min_pass_tokens=suggested.min_pass_tokens,
+_RERANK_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(RerankOptions))
+
+
+def _options(
+    model: str | Path | ModelSpec,
+    backend: str,
+    runtime: RuntimeOptions | None,
+    truncation: TruncationOptions | None,
+    chunking: ChunkingOptions | None,
+    batching: BatchingOptions | None,
+    cache: CacheOptions | None,
+) -> RerankerOptions:
+    return RerankerOptions(
+        model=model if isinstance(model, ModelSpec) else ModelSpec(name_or_path=str(model)),
+        backend=backend,
+        runtime=runtime or RuntimeOptions(),
+        truncation=truncation or TruncationOptions(),
+        chunking=chunking or ChunkingOptions(),
+        max_batch_tokens=batching.max_batch_tokens if batching else None,
+        max_batch_size=batching.max_batch_size if batching else None,
+        cache=cache or CacheOptions(),
     )
 
 
@@ -104,6 +124,7 @@ class Reranker:
         cache_url: ``redis://...`` to keep the result cache in Redis, shared between processes.
         cache_ttl: seconds a Redis cache entry lives.
         cache_prefix: prefix of the Redis keys.
+        cache_timeout: seconds to wait for Redis before scoring instead.
         aggregate: how a document longer than one pair is scored: ``max`` (its best window),
             ``mean``, ``topk_mean:K`` or ``first`` (plain truncation, FlagEmbedding's behaviour).
         chunk_tokens: document tokens per window (default: all the room beside the query).
@@ -138,6 +159,7 @@ class Reranker:
         cache_url: str | None = None,
         cache_ttl: int | None = None,
         cache_prefix: str = "crossrank:",
+        cache_timeout: float = 0.25,
         aggregate: str = "max",
         chunk_tokens: int | None = None,
         overlap_tokens: int | None = None,
@@ -147,36 +169,71 @@ class Reranker:
         truncate: bool = True,
         long_query: LongQuery = "truncate",
     ) -> None:
-        self.truncation = TruncationOptions(
-            max_length=max_length,
-            query_max_length=query_max_length,
-            direction=truncation_direction,
-            max_tokens_per_doc=max_tokens_per_doc,
-            truncate=truncate,
-            long_query=long_query,
+        # Every argument is a flat option name (config.flat_option_names): one object holds them all.
+        options = RerankerOptions.from_flat(**{k: v for k, v in locals().items() if k != "self"})
+        self._open(options, load_model(options))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | ModelSpec = DEFAULT_MODEL,
+        *,
+        backend: str = "torch",
+        runtime: RuntimeOptions | None = None,
+        truncation: TruncationOptions | None = None,
+        chunking: ChunkingOptions | None = None,
+        batching: BatchingOptions | None = None,
+        cache: CacheOptions | None = None,
+    ) -> Reranker:
+        """Load ``model`` with typed options (each ``None``: its defaults); ``Reranker(model, **flat)`` is the same.
+
+        Example:
+            >>> Reranker.from_pretrained("BAAI/bge-reranker-v2-m3", runtime=RuntimeOptions(device="cpu"),
+            ...                          chunking=ChunkingOptions(aggregate="topk_mean:2"))
+        """
+        return cls.from_options(_options(model, backend, runtime, truncation, chunking, batching, cache))
+
+    @classmethod
+    def from_options(cls, options: RerankerOptions) -> Reranker:
+        """Load the model ``options`` describe (what ``Settings.reranker_options()`` gives)."""
+        reranker = cls.__new__(cls)
+        reranker._open(options, load_model(options))
+        return reranker
+
+    @classmethod
+    def from_backend(
+        cls,
+        backend: Backend,
+        model: str | Path | ModelSpec,
+        *,
+        truncation: TruncationOptions | None = None,
+        chunking: ChunkingOptions | None = None,
+        batching: BatchingOptions | None = None,
+        cache: CacheOptions | None = None,
+    ) -> Reranker:
+        """A reranker over a backend you built (your own runtime, or ``FakeBackend`` in tests).
+
+        ``model`` is the folder (or hub id) whose ``config.json`` and tokenizer go with ``backend``; it is
+        checked and fingerprinted as ``from_pretrained`` does, but its weights are not loaded.
+        """
+        options = _options(model, backend.name, None, truncation, chunking, batching, cache)
+        reranker = cls.__new__(cls)
+        reranker._open(options, load_model(options, backend=backend))
+        return reranker
+
+    def _open(self, options: RerankerOptions, loaded: LoadedModel) -> None:
+        self.options = options
+        self.model = options.model.name_or_path
+        self.revision = options.model.revision
+        self.truncation = options.truncation
+        self.chunking = options.chunking
+        self._loaded = loaded
+        suggested = loaded.scorer.backend.batching
+        self.batching = BatchingOptions(
+            max_batch_tokens=options.max_batch_tokens or suggested.max_batch_tokens,
+            max_batch_size=options.max_batch_size or suggested.max_batch_size,
+            min_pass_tokens=suggested.min_pass_tokens,
         )
-        self.chunking = ChunkingOptions(
-            aggregate=aggregate,
-            chunk_tokens=chunk_tokens,
-            overlap_tokens=overlap_tokens,
-            max_chunks_per_doc=max_chunks_per_doc,
-        )
-        _batching(max_batch_tokens, max_batch_size, BatchingOptions())  # bad values fail before the model loads
-        spec = ModelSpec(
-            name_or_path=model,
-            revision=revision,
-            cache_dir=cache_dir,
-            allow_pickle=allow_pickle,
-            trust_remote_code=trust_remote_code,
-        )
-        runtime = RuntimeOptions(
-            device=device, dtype=dtype, num_threads=num_threads, fallback=fallback, quantize=quantize
-        )
-        self.model = model
-        self.revision = revision
-        cache = CacheOptions(size=cache_size, max_bytes=cache_bytes, url=cache_url, ttl=cache_ttl, prefix=cache_prefix)
-        self._loaded: LoadedModel = load_model(spec, runtime, self.truncation, backend, cache)
-        self.batching = _batching(max_batch_tokens, max_batch_size, self._loaded.scorer.backend.batching)
 
     @property
     def device(self) -> str:
@@ -212,20 +269,19 @@ class Reranker:
         """Share of ``text``'s tokens the model's vocabulary cannot represent (1.0: it cannot read it)."""
         return self._loaded.scorer.tokenizer.unknown_fraction(text)
 
-    def _truncation(self, max_length: int | None, query_max_length: int | None, **overrides: Any) -> TruncationOptions:
-        changes = {k: v for k, v in overrides.items() if v is not None}
-        if max_length is not None or query_max_length is not None:
-            # A new max_length takes the query cap that goes with it unless one is given.
-            changes.update(max_length=max_length or self.truncation.max_length, query_max_length=query_max_length)
-        if not changes:
-            return self.truncation
-        truncation = dataclasses.replace(self.truncation, **changes)
-        check_max_length(truncation, self._loaded.info)
-        return truncation
+    def fingerprint(self, options: RerankOptions | None = None) -> Fingerprint:
+        """What this reranker's scores depend on besides the texts (with a call's ``options``): the model's files,
+        backend, precision and every score-changing option. Equal fingerprints give equal scores; the result
+        cache, ``crossrank batch`` resume and ``/info`` use it."""
+        truncation, chunking = (options or RerankOptions()).apply(self.truncation, self.chunking)
+        return Fingerprint.of(self._loaded.identity, truncation, chunking)
 
-    def _chunking(self, **overrides: Any) -> ChunkingOptions:
-        changes = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self.chunking, **changes) if changes else self.chunking
+    def _resolve(self, options: RerankOptions) -> tuple[TruncationOptions, ChunkingOptions]:
+        """This reranker's truncation and chunking with a call's overrides, checked against the model."""
+        truncation, chunking = options.apply(self.truncation, self.chunking)
+        if truncation is not self.truncation:
+            check_max_length(truncation, self._loaded.info)
+        return truncation, chunking
 
     def _warn_if_cut(self, request: ScoreRequest, scored: ScoredRequest, stacklevel: int = 3) -> None:
         if scored.usage.truncated_queries:
@@ -241,7 +297,7 @@ class Reranker:
         self, pairs: object, max_length: int | None, query_max_length: int | None, batch_size: int | None
     ) -> npt.NDArray[np.float32]:
         checked = _check_pairs(pairs)
-        truncation = self._truncation(max_length, query_max_length)
+        truncation, chunking = self._resolve(RerankOptions(max_length=max_length, query_max_length=query_max_length))
         batching = self.batching
         if batch_size is not None:
             batching = dataclasses.replace(batching, max_batch_size=batch_size)
@@ -251,7 +307,7 @@ class Reranker:
             positions.setdefault(query, []).append(i)
         requests = [
             ScoreRequest(
-                query=query, documents=[checked[i][1] for i in where], truncation=truncation, chunking=self.chunking
+                query=query, documents=[checked[i][1] for i in where], truncation=truncation, chunking=chunking
             )
             for query, where in positions.items()
         ]
@@ -324,17 +380,19 @@ class Reranker:
         *,
         top_n: int | None = None,
         return_documents: bool = True,
-        max_length: int | None = None,
         min_score: float | None = None,
         use_cache: bool = True,
+        options: RerankOptions | None = None,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+        truncation_direction: Direction | None = None,
+        max_tokens_per_doc: int | None = None,
+        truncate: bool | None = None,
+        long_query: LongQuery | None = None,
         aggregate: str | None = None,
         chunk_tokens: int | None = None,
         overlap_tokens: int | None = None,
         max_chunks_per_doc: int | None = None,
-        max_tokens_per_doc: int | None = None,
-        truncation_direction: Direction | None = None,
-        truncate: bool | None = None,
-        long_query: LongQuery | None = None,
     ) -> RerankResult:
         """Order ``documents`` by relevance to ``query`` (highest first; ties keep the caller's order).
 
@@ -347,32 +405,21 @@ class Reranker:
             documents: candidate texts; any Unicode, empty strings allowed.
             top_n: keep only the best ``top_n`` (all when ``None``).
             return_documents: include each document's text in the result.
-            max_length: this call's tokens per pair, instead of the reranker's.
             min_score: drop documents whose ``relevance_score`` is below this (0 to 1).
             use_cache: ``False`` scores afresh even when a result cache is configured.
-            aggregate, chunk_tokens, overlap_tokens, max_chunks_per_doc, max_tokens_per_doc,
-            truncation_direction, truncate, long_query: this call's value of the reranker's option
-                of that name (``None`` keeps the reranker's).
+            options: this call's score-changing options (``RerankOptions``; ``None`` fields keep the reranker's).
+            max_length, query_max_length, truncation_direction, max_tokens_per_doc, truncate, long_query,
+            aggregate, chunk_tokens, overlap_tokens, max_chunks_per_doc: the same as fields of ``options``
+                (they win over it); ``None`` keeps the reranker's.
 
         Raises:
             InputTooLongError: a text is over its limit and ``truncate=False`` or ``long_query='reject'``.
         """
-        request = self.prepare(
-            query,
-            documents,
-            top_n=top_n,
-            max_length=max_length,
-            min_score=min_score,
-            use_cache=use_cache,
-            aggregate=aggregate,
-            chunk_tokens=chunk_tokens,
-            overlap_tokens=overlap_tokens,
-            max_chunks_per_doc=max_chunks_per_doc,
-            max_tokens_per_doc=max_tokens_per_doc,
-            truncation_direction=truncation_direction,
-            truncate=truncate,
-            long_query=long_query,
-        )
+        flat = {
+            k: v for k, v in locals().items() if k in _RERANK_OPTION_NAMES and v is not None
+        }  # the flat keywords above, by their RerankOptions names
+        call = dataclasses.replace(options or RerankOptions(), **flat)
+        request = self.prepare(query, documents, top_n=top_n, min_score=min_score, use_cache=use_cache, options=call)
         (scored,) = self._loaded.scorer.score([request], self.batching)
         return self.finish(request, scored, top_n=top_n, return_documents=return_documents, min_score=min_score)
 
@@ -382,17 +429,9 @@ class Reranker:
         documents: Sequence[str],
         *,
         top_n: int | None = None,
-        max_length: int | None = None,
         min_score: float | None = None,
         use_cache: bool = True,
-        aggregate: str | None = None,
-        chunk_tokens: int | None = None,
-        overlap_tokens: int | None = None,
-        max_chunks_per_doc: int | None = None,
-        max_tokens_per_doc: int | None = None,
-        truncation_direction: Direction | None = None,
-        truncate: bool | None = None,
-        long_query: LongQuery | None = None,
+        options: RerankOptions | None = None,
     ) -> ScoreRequest:
         """Check a rerank call's arguments and turn them into the engine's request (used by ``AsyncReranker``)."""
         query = _check_text(query, "query")
@@ -401,25 +440,8 @@ class Reranker:
             raise InputError(f"top_n must be a positive integer, got {top_n!r}")
         if min_score is not None and (isinstance(min_score, bool) or not 0 <= min_score <= 1):
             raise InputError(f"min_score must be a number between 0 and 1, got {min_score!r}")
-        return ScoreRequest(
-            query=query,
-            documents=texts,
-            truncation=self._truncation(
-                max_length,
-                None,
-                direction=truncation_direction,
-                max_tokens_per_doc=max_tokens_per_doc,
-                truncate=truncate,
-                long_query=long_query,
-            ),
-            chunking=self._chunking(
-                aggregate=aggregate,
-                chunk_tokens=chunk_tokens,
-                overlap_tokens=overlap_tokens,
-                max_chunks_per_doc=max_chunks_per_doc,
-            ),
-            use_cache=use_cache,
-        )
+        truncation, chunking = self._resolve(options or RerankOptions())
+        return ScoreRequest(query=query, documents=texts, truncation=truncation, chunking=chunking, use_cache=use_cache)
 
     def finish(
         self,

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crossrank.config import DEFAULT_MODEL, Direction, Dtype, Fallback, LongQuery, Quantize
+from crossrank.config import DEFAULT_MODEL, Direction, Dtype, Fallback, LongQuery, Quantize, RerankerOptions
 
 __all__ = ["Settings"]
 
@@ -21,26 +21,43 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CROSSRANK_", extra="ignore", frozen=True)
 
-    model: str = DEFAULT_MODEL
-    revision: str | None = None
-    backend: str = "torch"
-    device: str = "auto"
-    dtype: Dtype = "auto"
-    quantize: Quantize = "none"
-    max_length: int = Field(default=512, ge=8)
-    query_max_length: int | None = Field(default=None, ge=1)
-    max_batch_tokens: int | None = Field(default=None, ge=1, description="None: 8192 on CPU, sized to GPU memory")
-    max_batch_size: int | None = Field(default=None, ge=1, description="None: 64 on CPU, tokens / 64 (>= 64) on a GPU")
-    num_threads: int | None = Field(default=None, ge=1)
-    fallback: Fallback = "none"
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    cache_dir: str | None = None
-    cache_size: int = Field(default=0, ge=0, description="in-process result cache entries (0: off)")
-    cache_bytes: int = Field(default=256 * 2**20, ge=1)
-    cache_url: str | None = Field(default=None, description="redis://... for a shared result cache")
-    cache_ttl: int | None = Field(default=None, ge=1)
-    cache_prefix: str = "crossrank:"
+    # The reranker's options (config.flat_option_names: the same names as Reranker's keywords). Each
+    # description is also the help of the CLI flag of that name (cli/_common.py builds the flags from them).
+    model: str = Field(default=DEFAULT_MODEL, description="Hub id or local folder.")
+    revision: str | None = Field(default=None, description="Hub branch, tag or commit.")
+    backend: str = Field(default="torch", description="torch, or onnx (onnxruntime; exported on first use).")
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
+    dtype: Dtype = Field(default="auto", description="auto, float32, float16 or bfloat16.")
+    quantize: Quantize = Field(default="none", description="none, or int8 (with --backend onnx, CPU).")
+    max_length: int = Field(default=512, ge=8, description="Tokens per pair, special tokens included.")
+    query_max_length: int | None = Field(default=None, ge=1, description="The query's cap [3/4 of max-length].")
+    max_batch_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Padded tokens per forward pass [8192 on CPU; on a GPU, what free memory holds].",
+    )
+    max_batch_size: int | None = Field(
+        default=None, ge=1, description="Pairs per forward pass [64 on CPU; on a GPU, token budget / 64, >= 64]."
+    )
+    num_threads: int | None = Field(default=None, ge=1, description="CPU threads [the runtime's default].")
+    fallback: Fallback = Field(default="none", description="cpu: score a pair on CPU when it alone overflows the GPU.")
+    allow_pickle: bool = Field(default=False, description="Also load pytorch_model.bin (pickle can run code).")
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with the model.")
+    cache_dir: str | None = Field(default=None, description="Hub cache folder [huggingface_hub's].")
+    cache_size: int = Field(default=0, ge=0, description="In-process result cache entries (0: off).")
+    cache_bytes: int = Field(default=256 * 2**20, ge=1, description="Memory the in-process cache may take.")
+    cache_url: str | None = Field(default=None, description="redis://host:port/db: a result cache shared by replicas.")
+    cache_ttl: int | None = Field(default=None, ge=1, description="Seconds a Redis cache entry lives.")
+    cache_prefix: str = Field(default="crossrank:", description="Prefix of the Redis cache keys.")
+    cache_timeout: float = Field(default=0.25, gt=0, description="Seconds to wait for Redis before scoring instead.")
+    aggregate: str = Field(default="max", description="Long documents: max, mean, first (= truncate) or topk_mean:K.")
+    chunk_tokens: int | None = Field(default=None, ge=1, description="Document tokens per window [all that fit].")
+    overlap_tokens: int | None = Field(default=None, ge=0, description="Tokens neighbouring windows share [1/8].")
+    max_chunks_per_doc: int = Field(default=64, ge=1, description="Windows per long document at most; the rest is cut.")
+    max_tokens_per_doc: int | None = Field(default=None, ge=1, description="Cut each document to this many tokens.")
+    truncation_direction: Direction = Field(default="right", description="right cuts a text's end, left its start.")
+    truncate: bool = Field(default=True, description="Cut over-long texts (--no-truncate refuses them instead).")
+    long_query: LongQuery = Field(default="truncate", description="truncate or reject a query over its cap.")
 
     # `crossrank serve`
     host: str = "127.0.0.1"
@@ -48,7 +65,11 @@ class Settings(BaseSettings):
     api_key: str | None = Field(default=None, description="one key, or several separated by commas")
     served_model_name: str | None = None
     max_wait_ms: float = Field(default=5.0, ge=0)
-    max_queue_pairs: int = Field(default=8192, ge=1)
+    max_queue_pairs: int = Field(default=8192, ge=1, description="queued windows (query-chunk pairs) at most")
+    max_queue_tokens: int | None = Field(default=None, ge=1, description="None: 8 x the request cap")
+    max_request_tokens: int | None = Field(
+        default=None, ge=1, description="None: the model's tokens/s measured at start x 5 s (README, Limits)"
+    )
     max_batch_requests: int | None = Field(default=None, ge=1)
     max_documents: int = Field(default=1000, ge=1)
     max_document_chars: int = Field(default=200_000, ge=1)
@@ -66,21 +87,15 @@ class Settings(BaseSettings):
         default=3600, ge=1, description="seconds before a dead worker's task is re-sent"
     )
     celery_result_expires: int = Field(default=86400, ge=1)
-    # Long documents (README "Long documents"); checked again by ChunkingOptions/TruncationOptions.
-    aggregate: str = "max"
-    chunk_tokens: int | None = Field(default=None, ge=1)
-    overlap_tokens: int | None = Field(default=None, ge=0)
-    max_chunks_per_doc: int = Field(default=64, ge=1)
-    max_tokens_per_doc: int | None = Field(default=None, ge=1)
-    truncation_direction: Direction = "right"
-    truncate: bool = True
-    long_query: LongQuery = "truncate"
 
-    def reranker_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """Keyword arguments for ``Reranker``; ``overrides`` that are ``None`` keep the setting."""
-        values = self.model_dump(exclude=_DOOR_FIELDS)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return values
+    def with_flags(self, **flags: Any) -> Settings:
+        """These settings with a command's flags on top (``None``: not given), validated as the variables are."""
+        given = {name: value for name, value in flags.items() if value is not None}
+        return self.model_validate({**self.model_dump(), **given}) if given else self
+
+    def reranker_options(self) -> RerankerOptions:
+        """The ``Reranker`` these settings describe, as its typed options."""
+        return RerankerOptions.from_flat(**self.model_dump(exclude=_DOOR_FIELDS))
 
 
 # Settings of the doors (`crossrank serve`, `crossrank worker`); every other field is a Reranker argument.
@@ -91,6 +106,8 @@ _DOOR_FIELDS = {
     "served_model_name",
     "max_wait_ms",
     "max_queue_pairs",
+    "max_queue_tokens",
+    "max_request_tokens",
     "max_batch_requests",
     "max_documents",
     "max_document_chars",

@@ -138,13 +138,13 @@ def test_chunking_validation_and_window() -> None:
 
 def test_truncation_validation() -> None:
     with pytest.raises(ConfigError, match="truncation_direction 'up'"):
-        TruncationOptions(direction="up")  # type: ignore[arg-type]
+        TruncationOptions(truncation_direction="up")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="long_query 'cut'"):
         TruncationOptions(long_query="cut")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="max_tokens_per_doc"):
         TruncationOptions(max_tokens_per_doc=0)
     defaults = TruncationOptions()
-    assert (defaults.direction, defaults.truncate, defaults.long_query, defaults.max_tokens_per_doc) == (
+    assert (defaults.truncation_direction, defaults.truncate, defaults.long_query, defaults.max_tokens_per_doc) == (
         "right",
         True,
         "truncate",

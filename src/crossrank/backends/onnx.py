@@ -57,24 +57,8 @@ def _versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in names}
 
 
-def _source(model_dir: Path, *, allow_pickle: bool) -> dict[str, Any]:
-    """What identifies the model an export is made from: its weight files and ``config.json``.
-
-    Hub snapshots link each file to a blob named by its hash, so the resolved path pins the revision;
-    for plain folders the size and modification time of each weight file stand in for it.
-    """
-    patterns = ["*.safetensors", "*.bin"] if allow_pickle else ["*.safetensors"]
-    weights = []
-    for pattern in patterns:
-        for path in sorted(model_dir.glob(pattern)):
-            stat = path.stat()
-            weights.append([path.name, str(path.resolve()), stat.st_size, stat.st_mtime_ns])
-    config = (model_dir / "config.json").read_bytes() if (model_dir / "config.json").is_file() else b""
-    return {"weights": weights, "config": hashlib.sha256(config).hexdigest()}
-
-
 def export_folder(source: dict[str, Any], *, quantize: str) -> str:
-    """The export's folder name: a key of the model's ``_source``, the options and the versions."""
+    """The export's folder name: a key of the model's files (``{"model": digest}``), the options and the versions."""
     key = {"format": EXPORT_FORMAT, "quantize": quantize, **source, "versions": _versions()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return f"onnx-{quantize if quantize != 'none' else 'fp32'}-{digest}"
@@ -171,7 +155,13 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(
-        self, model_dir: Path, *, runtime: RuntimeOptions, allow_pickle: bool, trust_remote_code: bool
+        self,
+        model_dir: Path,
+        *,
+        runtime: RuntimeOptions,
+        allow_pickle: bool,
+        trust_remote_code: bool,
+        model_digest: str,
     ) -> None:
         if runtime.dtype not in ("auto", "float32"):
             raise ConfigError(
@@ -192,6 +182,8 @@ class OnnxBackend:
             else self.quantize
         )
         self._model_dir = model_dir
+        # What the export is made from (crossrank.models.identity: weight headers and samples, config, tokenizer).
+        self._source = {"model": model_digest}
         self._allow_pickle = allow_pickle
         self._trust_remote_code = trust_remote_code
         options = _session_options(runtime)
@@ -214,7 +206,7 @@ class OnnxBackend:
 
     def _exported(self) -> tuple[Path, bool]:
         """The export's path, made now unless a finished one is there; and whether it was there."""
-        source = _source(self._model_dir, allow_pickle=self._allow_pickle)
+        source = self._source
         name = export_folder(source, quantize=self._scheme)
         root = _writable_root(self._model_dir)
         self._folder = root / name

@@ -147,7 +147,13 @@ class TorchBackend:
     runs_pairs_alone = False  # padded batches, with SDPA masking the padding
 
     def __init__(
-        self, model_dir: Path, *, runtime: RuntimeOptions, allow_pickle: bool, trust_remote_code: bool
+        self,
+        model_dir: Path,
+        *,
+        runtime: RuntimeOptions,
+        allow_pickle: bool,
+        trust_remote_code: bool,
+        model_digest: str = "",  # the registry's: torch reads the weights afresh, so keys nothing on it
     ) -> None:
         if runtime.quantize != "none":
             raise ConfigError(

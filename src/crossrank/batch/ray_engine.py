@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -27,6 +27,7 @@ from ray.data.datasource import Datasource, ReadTask
 from crossrank.batch.files import RowReader, Source, pyarrow
 from crossrank.batch.rows import BadRow, Job, process
 from crossrank.batch.runner import PartResult, RayOptions
+from crossrank.config import RerankerOptions
 from crossrank.errors import ConfigError
 from crossrank.reranker import Reranker
 
@@ -82,8 +83,8 @@ class _PartsDatasource(Datasource):
 class _ScoreActor:
     """One Ray actor: loads the model once, then scores whole parts."""
 
-    def __init__(self, model: str, options: Mapping[str, Any]) -> None:
-        self._reranker = Reranker(model, **options)
+    def __init__(self, options: RerankerOptions) -> None:
+        self._reranker = Reranker.from_options(options)
 
     def __call__(self, batch: Any) -> Any:
         parts, rows, errors = [], [], []
@@ -115,7 +116,7 @@ def _connect(options: RayOptions) -> bool:
 
 
 def ray_parts(
-    source: Source, pending: Sequence[int], model: str, reranker_options: Mapping[str, Any], options: RayOptions
+    source: Source, pending: Sequence[int], reranker_options: RerankerOptions, options: RayOptions
 ) -> Iterator[PartResult]:
     """Score ``pending`` parts on Ray; yields each part's output rows and error records as it completes."""
     if not pending:
@@ -131,7 +132,7 @@ def ray_parts(
             _PartsDatasource(source, pending, options.actors), num_cpus=_READ_CPUS
         ).map_batches(
             _ScoreActor,
-            fn_constructor_kwargs={"model": model, "options": dict(reranker_options)},
+            fn_constructor_kwargs={"options": reranker_options},
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=options.actors),

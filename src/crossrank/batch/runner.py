@@ -12,8 +12,9 @@ from crossrank._version import __version__
 from crossrank.batch.files import Source, detect_format, scan, write_output
 from crossrank.batch.parts import WorkDir
 from crossrank.batch.rows import output_schema, process
-from crossrank.config import DEFAULT_MODEL
+from crossrank.config import DEFAULT_MODEL, Fingerprint, RerankerOptions
 from crossrank.errors import ConfigError
+from crossrank.loader import describe
 from crossrank.reranker import Reranker
 
 __all__ = ["BatchReport", "Engine", "PartResult", "ProgressCallback", "RayOptions", "run"]
@@ -23,9 +24,6 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (input rows done, input rows in all) before the first part and after each part."""
 PartResult = tuple[int, list[dict[str, Any]], list[dict[str, Any]]]
 """(part number, its output rows, its error records)."""
-
-# Reranker options that change the scores: a resumed run must use the same ones.
-_SCORING_OPTIONS = ("revision", "backend", "device", "dtype", "max_length", "query_max_length")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,25 +104,17 @@ def default_errors_path(output: Path) -> Path:
 
 
 def _fingerprint(
-    source: Source, output_format: str, errors: Path, model: str | Reranker, options: Mapping[str, Any]
+    source: Source, output_format: str, errors: Path, scoring: Fingerprint, part_rows: int
 ) -> dict[str, Any]:
-    if isinstance(model, Reranker):
-        scoring = {
-            "model": model.model,
-            "device": model.device,
-            "dtype": model.dtype,
-            "max_length": model.truncation.max_length,
-            "query_max_length": model.truncation.query_max_length,
-        }
-    else:
-        scoring = {"model": model, **{k: options.get(k) for k in _SCORING_OPTIONS}}
+    """What a resumed run must share with the interrupted one: the input, the output's form and what the scores
+    depend on (the model's files, backend, precision and every score-changing option, by name)."""
     return {
         **source.identity(),
-        **scoring,
+        **scoring.values,
         "input_format": source.format,
         "output_format": output_format,
         "errors": str(errors.resolve()),
-        "part_rows": source.part_rows,
+        "part_rows": part_rows,
         "crossrank": __version__,
     }
 
@@ -142,7 +132,7 @@ def run(
     input: str | Path,
     output: str | Path,
     *,
-    model: str | Reranker = DEFAULT_MODEL,
+    model: str | RerankerOptions | Reranker = DEFAULT_MODEL,
     reranker_options: Mapping[str, Any] | None = None,
     engine: Engine = "local",
     ray: RayOptions | None = None,
@@ -163,8 +153,9 @@ def run(
         input: JSONL or Parquet rows ``{"id", "query", "documents": [...]}`` or ``{"id", "query", "document"}``.
         output: JSONL or Parquet file of ``{"id", "results": [{"index", "score", "relevance_score", "rank"}]}``;
             it appears only when the run is complete (the work in progress is in ``OUTPUT.parts/``).
-        model: hub id or local folder, or (local engine only) a loaded ``Reranker``.
-        reranker_options: keyword arguments for ``Reranker`` (``device``, ``dtype``, ``max_length``, ...).
+        model: hub id or local folder, the typed ``RerankerOptions``, or (local engine only) a loaded ``Reranker``.
+        reranker_options: with a hub id or folder, ``Reranker``'s keyword arguments (``device``, ``max_length``,
+            ``aggregate``, ...).
         engine: ``local`` (this process) or ``ray`` (Ray Data, an actor pool with one model per actor).
         ray: the Ray engine's options.
         input_format, output_format: ``jsonl`` or ``parquet`` when the extension does not say.
@@ -176,33 +167,43 @@ def run(
     started = time.perf_counter()
     in_path, out_path = Path(input), Path(output)
     errors_path = default_errors_path(out_path) if errors is None else Path(errors)
-    options = dict(reranker_options or {})
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be local or ray, got {engine!r}")
     if engine == "ray" and isinstance(model, Reranker):
         raise ConfigError(
             "the Ray engine loads the model in each actor: pass the model's name or folder, not a Reranker"
         )
+    if reranker_options and not isinstance(model, str):
+        raise ConfigError("reranker_options go with a model name or folder; a Reranker or RerankerOptions has its own")
+    options = (
+        model if not isinstance(model, str) else RerankerOptions.from_flat(model=model, **(reranker_options or {}))
+    )
     if errors_path.resolve() in (out_path.resolve(), in_path.resolve()):
         raise ConfigError(f"the errors file {errors_path} must differ from the input and the output")
     out_format = detect_format(out_path, output_format, "output")
     source = scan(in_path, detect_format(in_path, input_format, "input"), part_rows)
     if out_path.exists() and not overwrite:
         raise ConfigError(f"{out_path} already exists", fix="choose another output, or pass --overwrite")
-    workdir = WorkDir(out_path)
-    done = workdir.open(_fingerprint(source, out_format, errors_path, model, options), overwrite=overwrite)
-    pending = [k for k in range(source.parts) if k not in done]
-    finished = sum(source.rows_in(k) for k in done)
-    if progress is not None:
-        progress(finished, source.total_rows)
 
-    name = model.model if isinstance(model, Reranker) else model
     reranker: Reranker | None = None
-    if engine == "local" and pending:
-        reranker = model if isinstance(model, Reranker) else Reranker(model, **options)
+    if isinstance(options, Reranker):
+        reranker = options
+        scoring = reranker.fingerprint()
+    elif engine == "local":
+        reranker = Reranker.from_options(options)
+        scoring = reranker.fingerprint()
+    else:
+        # Ray's actors load the model: the fingerprint is made here from its files and the options asked for.
+        scoring = describe(options)
     pairs = 0
     try:
-        if engine == "ray":
+        workdir = WorkDir(out_path)
+        done = workdir.open(_fingerprint(source, out_format, errors_path, scoring, part_rows), overwrite=overwrite)
+        pending = [k for k in range(source.parts) if k not in done]
+        finished = sum(source.rows_in(k) for k in done)
+        if progress is not None:
+            progress(finished, source.total_rows)
+        if reranker is None:
             try:
                 from crossrank.batch.ray_engine import ray_parts
             except ImportError as exc:
@@ -210,9 +211,10 @@ def run(
                     f"the Ray engine needs ray[data], which is not installed ({exc})",
                     fix="pip install 'crossrank[ray]'",
                 ) from None
-            results = ray_parts(source, pending, name, options, ray or RayOptions())
+            assert isinstance(options, RerankerOptions)  # a Reranker was refused above
+            results = ray_parts(source, pending, options, ray or RayOptions())
         else:
-            results = _local_parts(source, pending, reranker) if reranker is not None else iter(())
+            results = _local_parts(source, pending, reranker)
         for part, rows, bad in results:
             workdir.commit(part, rows, bad)
             pairs += sum(len(row["results"]) for row in rows)

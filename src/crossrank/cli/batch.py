@@ -12,14 +12,13 @@ import typer
 
 from crossrank.batch import Engine, RayOptions, run
 from crossrank.cli._common import (
-    BackendOption,
-    DeviceOption,
-    DtypeOption,
-    MaxLengthOption,
-    ModelOption,
-    QuantizeOption,
+    BATCH_FLAGS,
+    MODEL_FLAGS,
+    SCORING_FLAGS,
+    Flags,
     reporting_errors,
     settings,
+    with_flags,
 )
 from crossrank.cli._render import batch_progress, print_batch, print_note
 
@@ -36,6 +35,7 @@ def _interrupted(output: Path) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+@with_flags(MODEL_FLAGS, SCORING_FLAGS, BATCH_FLAGS)
 def batch(
     input: Annotated[
         Path, typer.Argument(help="JSONL or Parquet rows: {id, query, documents} or {id, query, document}.")
@@ -43,12 +43,6 @@ def batch(
     output: Annotated[
         Path, typer.Argument(help="JSONL or Parquet file of {id, results: [{index, score, relevance_score, rank}]}.")
     ],
-    model: ModelOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
-    backend: BackendOption = None,
-    quantize: QuantizeOption = None,
-    max_length: MaxLengthOption = None,
     engine: Annotated[
         Engine, typer.Option(help="local (this process) or ray (Ray Data, one model per actor).")
     ] = "local",
@@ -79,26 +73,24 @@ def batch(
         float, typer.Option("--num-gpus", min=0, help="Ray engine: GPUs per actor (fractions share one).")
     ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's report as JSON.")] = False,
+    *,
+    flags: Flags,
 ) -> None:
     """Score every row of INPUT into OUTPUT, with a progress bar; bad rows go to the errors file, the run goes on.
 
     OUTPUT appears only once the run is complete; the work in progress is kept in OUTPUT.parts/.
     Run the same command again after an interruption and it resumes where it stopped (no row lost
-    or written twice); with other arguments it refuses, unless --overwrite.
+    or written twice); with other arguments, or any option that changes a score, it refuses and names
+    them, unless --overwrite.
 
     Exit codes: 0 ok, 2 bad option or input file, 3 model unusable, 4 runtime failure.
     """
     with reporting_errors():
-        options = settings().reranker_kwargs(
-            model=model, device=device, dtype=dtype, backend=backend, quantize=quantize, max_length=max_length
-        )
-        name = options.pop("model")
         with batch_progress() as progress, _interrupted(output):
             report = run(
                 input,
                 output,
-                model=name,
-                reranker_options=options,
+                model=settings(flags).reranker_options(),
                 engine=engine,
                 ray=RayOptions(address=ray_address, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus),
                 input_format=input_format,

@@ -8,17 +8,7 @@ from typing import Annotated
 
 import typer
 
-from crossrank.cli._common import (
-    BackendOption,
-    DeviceOption,
-    DtypeOption,
-    JsonOption,
-    MaxLengthOption,
-    ModelOption,
-    QuantizeOption,
-    reporting_errors,
-    settings,
-)
+from crossrank.cli._common import MODEL_FLAGS, Flags, JsonOption, reporting_errors, settings, with_flags
 from crossrank.cli._render import print_bench, print_note, task_progress
 from crossrank.config import ModelSpec
 from crossrank.errors import ConfigError
@@ -27,8 +17,9 @@ from crossrank.models.resolve import resolve_model
 __all__ = ["bench"]
 
 
+# What a bench run varies; the other options keep their defaults so the figures compare across runs.
+@with_flags(MODEL_FLAGS, ("max_length",))
 def bench(
-    model: ModelOption = None,
     workload: Annotated[str, typer.Option(help="rag, short, long or capacity.")] = "rag",
     queries: Annotated[int, typer.Option(min=1, help="Queries timed, each one call with all its documents.")] = 8,
     docs: Annotated[int, typer.Option(min=1, help="Documents per query.")] = 100,
@@ -46,11 +37,6 @@ def bench(
     tokenizer: Annotated[
         Path | None, typer.Option(help="Tokenizer folder for --model m3-shape (XLM-R, as bge-reranker-v2-m3's).")
     ] = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
-    backend: BackendOption = None,
-    quantize: QuantizeOption = None,
-    max_length: MaxLengthOption = None,
     peak_tflops: Annotated[
         float | None,
         typer.Option(
@@ -60,6 +46,8 @@ def bench(
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also save throughput and latency bars to this PNG.")] = None,
     as_json: JsonOption = False,
+    *,
+    flags: Flags,
 ) -> None:
     """Measure pairs/s, tokens/s, latency percentiles and memory, with peers side by side (ratios).
 
@@ -68,8 +56,8 @@ def bench(
     from crossrank.tools.bench import BenchOptions, m3_shape, plot_report, run_bench
 
     with reporting_errors():
-        config = settings()
-        name = model or config.model
+        config = settings(flags)
+        name = config.model
         if name == "m3-shape":
             if tokenizer is None:
                 raise ConfigError(
@@ -80,9 +68,6 @@ def bench(
         else:
             spec = ModelSpec(name_or_path=name, revision=config.revision, cache_dir=config.cache_dir)
             model_dir = resolve_model(spec).path
-        runtime = config.reranker_kwargs(
-            device=device, dtype=dtype, backend=backend, quantize=quantize, max_length=max_length
-        )
         options = BenchOptions(
             model=str(model_dir),
             workload=workload,
@@ -93,7 +78,11 @@ def bench(
             compare=tuple(p.strip() for p in (compare or "").split(",") if p.strip()),
             peer_python=peer_python,
             peak_tflops=peak_tflops,
-            **{key: runtime[key] for key in ("device", "dtype", "backend", "quantize", "max_length")},
+            device=config.device,
+            dtype=config.dtype,
+            backend=config.backend,
+            quantize=config.quantize,
+            max_length=config.max_length,
         )
         with task_progress("queries") as progress:
             report = run_bench(options, target_rps=target_rps, progress=progress)

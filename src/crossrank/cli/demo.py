@@ -6,22 +6,22 @@ from typing import Annotated, Literal
 
 import typer
 
-from crossrank.cli._common import DeviceOption, DtypeOption, ModelOption, open_reranker, reporting_errors
+from crossrank.cli._common import MODEL_FLAGS, Flags, open_reranker, reporting_errors, with_flags
 from crossrank.cli._render import print_demo
 from crossrank.tools.demo import pick_language, run_demo
 
 __all__ = ["demo"]
 
 
+@with_flags(MODEL_FLAGS)
 def demo(
     lang: Annotated[
         Literal["zh", "en", "auto"], typer.Option(help="Example language; auto: Chinese if the model reads it.")
     ] = "auto",
-    model: ModelOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
+    *,
+    flags: Flags,
 ) -> None:
     """Show why a reranker beats keyword matching: "苹果手机" must find the iPhone, not the fruit."""
     with reporting_errors():
-        reranker = open_reranker(model=model, device=device, dtype=dtype)
+        reranker = open_reranker(flags)
         print_demo(run_demo(reranker, pick_language(reranker) if lang == "auto" else lang))

@@ -8,19 +8,19 @@ from typing import Annotated
 
 import typer
 
-from crossrank.cli._common import DeviceOption, DtypeOption, JsonOption, ModelOption, reporting_errors, settings
+from crossrank.cli._common import Flags, JsonOption, reporting_errors, settings, with_flags
 from crossrank.cli._render import print_doctor
 from crossrank.tools.doctor import run_doctor
 
 __all__ = ["doctor"]
 
 
+@with_flags(("model", "device", "dtype"))
 def doctor(
-    model: ModelOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
     smoke: Annotated[bool, typer.Option(help="Load the model and score two pairs at the end.")] = True,
     as_json: JsonOption = False,
+    *,
+    flags: Flags,
 ) -> None:
     """Check versions, CUDA and GPUs (memory, other processes), CPU, threads, conflicting installs, cache, disk, the
     model folder, and run a live smoke test.
@@ -28,14 +28,14 @@ def doctor(
     Exits 0 when everything is ok, 1 when the worst finding is a warning, 2 when something fails.
     """
     with reporting_errors():
-        config = settings()
+        config = settings(flags)
         report = run_doctor(
-            model=model or config.model,
+            model=config.model,
             environ=dict(os.environ),
             revision=config.revision,
             cache_dir=config.cache_dir,
-            device=device or config.device,
-            dtype=dtype or config.dtype,
+            device=config.device,
+            dtype=config.dtype,
             fallback=config.fallback,
             num_threads=config.num_threads,
             smoke=smoke,

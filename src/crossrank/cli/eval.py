@@ -9,15 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from crossrank.cli._common import (
-    BackendOption,
-    DeviceOption,
-    DtypeOption,
+    MODEL_FLAGS,
+    SCORING_FLAGS,
+    Flags,
     JsonOption,
-    MaxLengthOption,
-    ModelOption,
-    QuantizeOption,
     open_reranker,
     reporting_errors,
+    with_flags,
 )
 from crossrank.cli._render import print_compare, print_eval, task_progress
 from crossrank.errors import ConfigError
@@ -37,6 +35,7 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
+@with_flags(MODEL_FLAGS, SCORING_FLAGS)
 def eval_command(
     data: Annotated[
         list[Path] | None,
@@ -47,12 +46,6 @@ def eval_command(
             show_default=False,
         ),
     ] = None,
-    model: ModelOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
-    backend: BackendOption = None,
-    quantize: QuantizeOption = None,
-    max_length: MaxLengthOption = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="First-stage candidates reranked per query.")] = 100,
     first_stage: Annotated[
         FirstStage, typer.Option(help="auto (given candidates, else BM25), candidates, or bm25 (ignore given ones).")
@@ -77,6 +70,8 @@ def eval_command(
         ),
     ] = None,
     as_json: JsonOption = False,
+    *,
+    flags: Flags,
 ) -> None:
     """Measure NDCG@10, MRR@10, MAP and Recall@10/100 of the first stage and after reranking.
 
@@ -103,10 +98,7 @@ def eval_command(
         if candidates is not None and len(data) != 1:
             raise ConfigError("--candidates needs exactly one --data folder")
         datasets = [d for path in data for d in find_datasets(path, split=split, candidates=candidates)]
-        # The façade gets every model/runtime flag; new ones (backend, quantize, aggregate) go here.
-        reranker = open_reranker(
-            model=model, device=device, dtype=dtype, backend=backend, quantize=quantize, max_length=max_length
-        )
+        reranker = open_reranker(flags)
         with task_progress("pairs") as progress:
             report = evaluate(
                 datasets,

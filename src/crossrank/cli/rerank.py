@@ -12,15 +12,13 @@ from typing import Annotated
 import typer
 
 from crossrank.cli._common import (
-    BackendOption,
-    DeviceOption,
-    DtypeOption,
+    MODEL_FLAGS,
+    SCORING_FLAGS,
+    Flags,
     JsonOption,
-    MaxLengthOption,
-    ModelOption,
-    QuantizeOption,
     open_reranker,
     reporting_errors,
+    with_flags,
 )
 from crossrank.cli._render import print_note, print_rerank
 from crossrank.errors import InputError
@@ -58,6 +56,7 @@ def read_documents(source: str) -> list[str]:
     return [line for _, line in lines]
 
 
+@with_flags(MODEL_FLAGS, SCORING_FLAGS)
 def rerank(
     query: Annotated[str, typer.Argument(help="The search query.")],
     documents: Annotated[list[str] | None, typer.Argument(help="Documents; or use --file, or pipe them in.")] = None,
@@ -65,20 +64,9 @@ def rerank(
         str | None, typer.Option("--file", "-f", help=".txt (one per line) or .jsonl file; '-' for stdin.")
     ] = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-n", min=1, help="Show only the best N.")] = None,
-    model: ModelOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
-    backend: BackendOption = None,
-    quantize: QuantizeOption = None,
-    max_length: MaxLengthOption = None,
-    aggregate: Annotated[
-        str | None,
-        typer.Option(help="Long documents: max, mean, first (= truncate) or topk_mean:K of their windows [max]."),
-    ] = None,
-    max_chunks_per_doc: Annotated[
-        int | None, typer.Option(min=1, help="Windows per long document at most; the rest is cut [64].")
-    ] = None,
     as_json: JsonOption = False,
+    *,
+    flags: Flags,
 ) -> None:
     """Rank documents by relevance to QUERY."""
     with reporting_errors():
@@ -89,14 +77,12 @@ def rerank(
             texts = read_documents("-")
         if not texts:
             raise InputError("no documents given", fix="pass them as arguments, with --file, or on stdin")
-        reranker = open_reranker(
-            model=model, device=device, dtype=dtype, backend=backend, quantize=quantize, max_length=max_length
-        )
+        reranker = open_reranker(flags)
         started = time.perf_counter()
-        result = reranker.rerank(query, texts, top_n=top_n, aggregate=aggregate, max_chunks_per_doc=max_chunks_per_doc)
+        result = reranker.rerank(query, texts, top_n=top_n)
         latency_ms = 1000 * (time.perf_counter() - started)
         if result.usage.chunked_documents:
-            how = aggregate or reranker.chunking.aggregate
+            how = reranker.chunking.aggregate
             print_note(
                 f"{result.usage.chunked_documents} long document(s) were read in windows of "
                 f"{reranker.truncation.max_length} tokens ({result.usage.chunks} pairs in all), scored by {how}"

@@ -10,19 +10,19 @@ import typer
 import uvicorn
 
 from crossrank.cli._common import (
-    BackendOption,
-    DeviceOption,
-    DtypeOption,
-    MaxLengthOption,
-    ModelOption,
-    QuantizeOption,
+    BATCH_FLAGS,
+    CACHE_FLAGS,
+    MODEL_FLAGS,
+    SCORING_FLAGS,
+    Flags,
     exit_code,
-    open_reranker,
     reporting_errors,
     settings,
+    with_flags,
 )
 from crossrank.cli._render import print_error
 from crossrank.errors import CrossrankError
+from crossrank.reranker import Reranker
 
 __all__ = ["serve"]
 
@@ -37,28 +37,25 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+@with_flags(MODEL_FLAGS, SCORING_FLAGS, BATCH_FLAGS, CACHE_FLAGS)
 def serve(
-    model: ModelOption = None,
     host: Annotated[str | None, typer.Option(help="Address to bind [env: CROSSRANK_HOST, default 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env: CROSSRANK_PORT, default 8000].")] = None,
     api_key: Annotated[
         list[str] | None,
         typer.Option(help="Accepted Bearer key; repeat for several [env: CROSSRANK_API_KEY, comma-separated]."),
     ] = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
-    backend: BackendOption = None,
-    quantize: QuantizeOption = None,
-    max_length: MaxLengthOption = None,
-    max_batch_tokens: Annotated[
-        int | None,
-        typer.Option(help="Padded tokens per forward pass [8192 on CPU; on a GPU, what free memory holds, <= 32768]."),
-    ] = None,
-    max_batch_size: Annotated[
-        int | None, typer.Option(help="Pairs per forward pass [64 on CPU; on a GPU, token budget / 64, >= 64].")
-    ] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait for a batch to fill [5].")] = None,
-    max_queue_pairs: Annotated[int | None, typer.Option(help="Queued pairs before 429 [8192].")] = None,
+    max_queue_pairs: Annotated[
+        int | None, typer.Option(help="Queued windows (query-chunk pairs) before 429 [8192].")
+    ] = None,
+    max_queue_tokens: Annotated[
+        int | None, typer.Option(help="Queued tokens of planned work before 429 [8 x the request cap].")
+    ] = None,
+    max_request_tokens: Annotated[
+        int | None,
+        typer.Option(help="Tokens of planned work per request before 413 [measured tokens/s at start x 5 s]."),
+    ] = None,
     max_batch_requests: Annotated[
         int | None, typer.Option(help="Requests scored together at most (1: no cross-request batching).")
     ] = None,
@@ -70,23 +67,21 @@ def serve(
     cors_origins: Annotated[str | None, typer.Option(help="CORS origins, comma-separated (off by default).")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Model name reported in responses.")] = None,
     graceful_timeout: Annotated[float | None, typer.Option(help="Seconds to finish requests on SIGTERM [30].")] = None,
-    cache_size: Annotated[int | None, typer.Option(help="In-process result cache entries [0: off].")] = None,
-    cache_url: Annotated[
-        str | None,
-        typer.Option(help="redis://host:port/db: a result cache shared by replicas [env: CROSSRANK_CACHE_URL]."),
-    ] = None,
-    cache_ttl: Annotated[int | None, typer.Option(help="Seconds a Redis cache entry lives.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    *,
+    flags: Flags,
 ) -> None:
     """Serve reranking over HTTP: POST /v2/rerank (Cohere v2), /v1/rerank (Cohere v1, Jina), /rerank (TEI, vLLM)."""
     from crossrank.server import ServerOptions, create_app
 
     with reporting_errors():
-        flags: dict[str, Any] = {
+        door: dict[str, Any] = {
             "host": host,
             "port": port,
             "max_wait_ms": max_wait_ms,
             "max_queue_pairs": max_queue_pairs,
+            "max_queue_tokens": max_queue_tokens,
+            "max_request_tokens": max_request_tokens,
             "max_batch_requests": max_batch_requests,
             "max_documents": max_documents,
             "max_document_chars": max_document_chars,
@@ -96,23 +91,10 @@ def serve(
             "cors_origins": cors_origins,
             "served_model_name": served_model_name,
             "graceful_timeout": graceful_timeout,
-            "model": model,
         }
-        config = settings().model_copy(update={k: v for k, v in flags.items() if v is not None})
+        config = settings({**flags, **door})
         options = ServerOptions.from_settings(config, api_keys=tuple(api_key or ()))
-        model_flags = {
-            "model": model,
-            "device": device,
-            "dtype": dtype,
-            "backend": backend,
-            "quantize": quantize,
-            "max_length": max_length,
-            "max_batch_tokens": max_batch_tokens,
-            "max_batch_size": max_batch_size,
-            "cache_size": cache_size,
-            "cache_url": cache_url,
-            "cache_ttl": cache_ttl,
-        }
+        reranker_options = config.reranker_options()
         _configure_logging(log_level)
         failure: list[CrossrankError] = []
         server: uvicorn.Server | None = None
@@ -122,7 +104,7 @@ def serve(
             if server is not None:
                 server.should_exit = True
 
-        app = create_app(options, lambda: open_reranker(**model_flags), on_fatal=fatal)
+        app = create_app(options, lambda: Reranker.from_options(reranker_options), on_fatal=fatal)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

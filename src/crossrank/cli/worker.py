@@ -6,16 +6,14 @@ from typing import Annotated
 
 import typer
 
-from crossrank.cli._common import DeviceOption, DtypeOption, MaxLengthOption, ModelOption, reporting_errors, settings
+from crossrank.cli._common import BATCH_FLAGS, MODEL_FLAGS, SCORING_FLAGS, Flags, reporting_errors, settings, with_flags
 
 __all__ = ["worker"]
 
 
+# --backend is the Celery result backend here (CROSSRANK_BACKEND still picks the runtime).
+@with_flags(tuple(name for name in MODEL_FLAGS if name != "backend"), SCORING_FLAGS, BATCH_FLAGS)
 def worker(
-    model: ModelOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
-    max_length: MaxLengthOption = None,
     broker: Annotated[
         str | None,
         typer.Option(help="Broker URL [env: CROSSRANK_CELERY_BROKER_URL, default redis://127.0.0.1:6379/0]."),
@@ -29,14 +27,14 @@ def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own copy of the model.")] = 1,
     queue: Annotated[str, typer.Option(help="Queue to consume.")] = "celery",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    *,
+    flags: Flags,
 ) -> None:
     """Run a Celery worker for the `crossrank.rerank` task (see crossrank.integrations.celery)."""
     from crossrank.integrations.celery import create_celery
 
     with reporting_errors():
-        overrides = {"celery_broker_url": broker, "celery_result_backend": backend}
-        config = settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
-        app = create_celery(config, model=model, device=device, dtype=dtype, max_length=max_length)
+        app = create_celery(settings({**flags, "celery_broker_url": broker, "celery_result_backend": backend}))
         app.worker_main(
             [
                 "worker",

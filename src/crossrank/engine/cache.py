@@ -4,9 +4,9 @@
 key, sends only the misses to the model (a partial hit scores just the missing pairs), stores the
 new rows and assembles the answer in the request's order. A row holds everything the scorer
 returns per document (the raw logit, and where present the best window's span and window count),
-so a hit is exactly what the model would have said. The key is the sha256 of the model's
-fingerprint (id, revision, backend, dtype), every option of the request (truncation, chunking)
-and the two texts. Caches are ``LRUScoreCache`` (in process, bounded in entries and bytes) or
+so a hit is exactly what the model would have said. The key is the sha256 of the request's
+``Fingerprint`` (the model's files, backend and precision, and every score-changing option of the
+request) and the two texts. Caches are ``LRUScoreCache`` (in process, bounded in entries and bytes) or
 ``RedisScoreCache`` (shared by replicas; ``crossrank.engine.redis_cache``). A cache that fails
 (Redis down) counts the error and the request is computed: a cache never fails a request.
 """
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from crossrank.backends.base import Backend
-from crossrank.config import BatchingOptions, CacheOptions
+from crossrank.config import BatchingOptions, CacheOptions, Fingerprint
 from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.errors import BackendUnavailableError, ConfigError
@@ -63,15 +63,18 @@ class ScoreCache(Protocol):
         ...
 
 
-def cache_key(fingerprint: str, request: ScoreRequest, document: str) -> str:
-    """sha256 of the model fingerprint, the request's options and the (query, document) texts."""
-    options = {f.name: repr(getattr(request, f.name)) for f in dataclasses.fields(request) if f.name not in _TEXTS}
-    payload = json.dumps([fingerprint, options, request.query, document], ensure_ascii=False, sort_keys=True)
+def cache_key(identity: dict[str, Any], request: ScoreRequest, document: str) -> str:
+    """sha256 of the request's fingerprint (the model's ``identity`` and the request's options) and the texts."""
+    return _key(_request_digest(identity, request), request.query, document)
+
+
+def _request_digest(identity: dict[str, Any], request: ScoreRequest) -> str:
+    return Fingerprint.of(identity, request.truncation, request.chunking).digest
+
+
+def _key(digest: str, query: str, document: str) -> str:
+    payload = json.dumps([digest, query, document], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-# Fields of a ScoreRequest that are not options of the score.
-_TEXTS = frozenset({"query", "documents", "use_cache"})
 
 
 def _row_size(key: str, row: Row) -> int:
@@ -135,10 +138,10 @@ def _per_document_fields() -> list[str]:
 class CachedScorer:
     """A ``Scorer`` with a result cache in front; same interface, so façades and the batcher use either."""
 
-    def __init__(self, scorer: RequestScorer, cache: ScoreCache, fingerprint: str) -> None:
+    def __init__(self, scorer: RequestScorer, cache: ScoreCache, identity: dict[str, Any]) -> None:
         self.scorer = scorer
         self.cache = cache
-        self.fingerprint = fingerprint
+        self.identity = identity
         self._fields = _per_document_fields()
 
     @property
@@ -151,11 +154,15 @@ class CachedScorer:
 
     def with_backend(self, backend: Backend) -> CachedScorer:
         """The same cache in front of ``backend`` (e.g. one that records metrics)."""
-        return CachedScorer(self.scorer.with_backend(backend), self.cache, self.fingerprint)
+        return CachedScorer(self.scorer.with_backend(backend), self.cache, self.identity)
 
     def score(self, requests: Sequence[ScoreRequest], batching: BatchingOptions) -> list[ScoredRequest]:
         """``Scorer.score``, answering cached documents from the cache and scoring only the rest."""
-        keys = [[cache_key(self.fingerprint, r, d) for d in r.documents] if r.use_cache else [] for r in requests]
+        digests = [_request_digest(self.identity, r) for r in requests]
+        keys = [
+            [_key(digest, r.query, d) for d in r.documents] if r.use_cache else []
+            for r, digest in zip(requests, digests, strict=True)
+        ]
         found = [self._lookup(k, len(r.documents)) for k, r in zip(keys, requests, strict=True)]
         missing = [[i for i, row in enumerate(rows) if row is None] for rows in found]
         partial = [

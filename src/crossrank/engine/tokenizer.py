@@ -223,10 +223,16 @@ class PairTokenizer:
         return min(truncation.query_cap, truncation.max_length - self.special_tokens - 1)
 
     def encode_query(self, query: str, truncation: TruncationOptions) -> EncodedQuery:
-        """Tokens of the query, cut to its cap at the end ``truncation.direction`` names."""
+        """Tokens of the query, cut to its cap at the end ``truncation.truncation_direction`` names."""
         cap = self.query_cap(truncation)
         ids = self._tokenizer.encode(replace_surrogates(query), add_special_tokens=False).ids
-        kept = ids if len(ids) <= cap else ids[:cap] if truncation.direction == "right" else ids[len(ids) - cap :]
+        kept = (
+            ids
+            if len(ids) <= cap
+            else ids[:cap]
+            if truncation.truncation_direction == "right"
+            else ids[len(ids) - cap :]
+        )
         return EncodedQuery(ids=kept, tokens=len(ids))
 
     def document_room(self, query: EncodedQuery, truncation: TruncationOptions) -> int:

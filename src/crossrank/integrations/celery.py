@@ -22,6 +22,7 @@ from typing import Any
 
 from celery import Celery, Task, signals
 
+from crossrank.config import RerankerOptions, RerankOptions
 from crossrank.errors import BackendError, OverloadedError
 from crossrank.reranker import Reranker
 from crossrank.settings import Settings
@@ -48,9 +49,9 @@ def result_to_dict(result: Any) -> dict[str, Any]:
 
 def _reranker(app: Celery) -> Reranker:
     if "reranker" not in _state:
-        kwargs: dict[str, Any] = app.conf.crossrank_reranker_kwargs
-        _log.info("loading %s", kwargs.get("model"))
-        _state["reranker"] = Reranker(**kwargs)
+        options: RerankerOptions = app.conf.crossrank_reranker_options
+        _log.info("loading %s", options.model.name_or_path)
+        _state["reranker"] = Reranker.from_options(options)
     reranker: Reranker = _state["reranker"]
     return reranker
 
@@ -60,9 +61,10 @@ def create_celery(settings: Settings | None = None, **reranker_overrides: Any) -
 
     Args:
         settings: broker, result backend, time limits and the model's options (default: from the environment).
-        reranker_overrides: ``Reranker`` arguments that win over the settings (``model=...``).
+        reranker_overrides: ``Reranker`` arguments that win over the settings (``model=...``), checked as the
+            ``CROSSRANK_*`` variables are.
     """
-    settings = settings or Settings()
+    settings = (settings or Settings()).with_flags(**reranker_overrides)
     app = Celery("crossrank", broker=settings.celery_broker_url, backend=settings.celery_result_backend)
     app.conf.update(
         task_serializer="json",
@@ -78,7 +80,7 @@ def create_celery(settings: Settings | None = None, **reranker_overrides: Any) -
         result_backend_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
         result_expires=settings.celery_result_expires,
         broker_connection_retry_on_startup=True,
-        crossrank_reranker_kwargs=settings.reranker_kwargs(**reranker_overrides),
+        crossrank_reranker_options=settings.reranker_options(),
     )
 
     @app.task(  # type: ignore[untyped-decorator]
@@ -97,15 +99,19 @@ def create_celery(settings: Settings | None = None, **reranker_overrides: Any) -
         return_documents: bool = True,
         max_length: int | None = None,
         min_score: float | None = None,
+        options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Rerank ``documents`` for ``query``; the answer is ``RerankResult`` as a dict."""
+        """Rerank ``documents`` for ``query``; the answer is ``RerankResult`` as a dict.
+
+        ``options`` are ``RerankOptions`` fields by name (``{"aggregate": "mean", "truncate": false}``).
+        """
         result = _reranker(self.app).rerank(
             query,
             documents,
             top_n=top_n,
             return_documents=return_documents,
-            max_length=max_length,
             min_score=min_score,
+            options=RerankOptions.from_dict({**(options or {}), "max_length": max_length}),
         )
         return result_to_dict(result)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from crossrank.errors import ModelNotFoundError
 from crossrank.models.info import ModelInfo, read_model_info
 
 __all__ = ["resolve_model"]
+
+_log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -26,6 +29,12 @@ def resolve_model(spec: ModelSpec) -> ModelInfo:
     """
     path = Path(spec.name_or_path).expanduser()
     if path.is_dir():
+        if not path.is_absolute() and _is_hub_id(spec.name_or_path):
+            _log.warning(
+                "%r is a folder in the working directory: loading it, not the hub model of that name "
+                "(pass an absolute path to silence this, or run from another directory to use the hub)",
+                spec.name_or_path,
+            )
         return read_model_info(path.resolve(), allow_pickle=spec.allow_pickle)
     if path.exists():
         raise ModelNotFoundError(
