@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 
 from crossrank import Reranker
+from crossrank.engine.scorer import Scorer
+from crossrank.engine.tokenizer import PairTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -92,6 +95,72 @@ def tiny_xlmr_dir(
 ) -> Path:
     """A tiny random XLM-R cross-encoder with bge-reranker-v2-m3's tokenizer and config (shrunk)."""
     return build_tiny_xlmr(tmp_path_factory.mktemp("tiny-xlmr"), xlmr_tokenizer_dir, m3_config)
+
+
+def write_fake_model(target: Path, tokenizer_dir: Path, m3_config: dict[str, object]) -> Path:
+    """A model folder the loader accepts, written without torch, for ``backend="fake"``.
+
+    bge-reranker-v2-m3's config shrunk as in ``build_tiny_xlmr``, the real XLM-R tokenizer, and zero weights
+    with the names and shapes of an XLMRobertaForSequenceClassification (the loader checks the headers).
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    hidden, inner, layers = 32, 64, 2
+    config = {**m3_config, "num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": 4}
+    config["intermediate_size"] = inner
+    shapes: dict[str, tuple[int, ...]] = {
+        "roberta.embeddings.word_embeddings.weight": (int(str(m3_config["vocab_size"])), hidden),
+        "roberta.embeddings.position_embeddings.weight": (int(str(m3_config["max_position_embeddings"])), hidden),
+        "roberta.embeddings.token_type_embeddings.weight": (1, hidden),
+        "roberta.embeddings.LayerNorm.weight": (hidden,),
+        "roberta.embeddings.LayerNorm.bias": (hidden,),
+        "classifier.dense.weight": (hidden, hidden),
+        "classifier.dense.bias": (hidden,),
+        "classifier.out_proj.weight": (1, hidden),
+        "classifier.out_proj.bias": (1,),
+    }
+    for layer in range(layers):
+        prefix = f"roberta.encoder.layer.{layer}"
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            shapes[f"{prefix}.{name}.weight"], shapes[f"{prefix}.{name}.bias"] = (hidden, hidden), (hidden,)
+        shapes[f"{prefix}.intermediate.dense.weight"], shapes[f"{prefix}.intermediate.dense.bias"] = (
+            (inner, hidden),
+            (inner,),
+        )
+        shapes[f"{prefix}.output.dense.weight"], shapes[f"{prefix}.output.dense.bias"] = (hidden, inner), (hidden,)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[f"{prefix}.{norm}.weight"], shapes[f"{prefix}.{norm}.bias"] = (hidden,), (hidden,)
+    target.mkdir(parents=True, exist_ok=True)
+    save_file({name: np.zeros(shape, dtype=np.float32) for name, shape in shapes.items()}, target / "model.safetensors")
+    (target / "config.json").write_text(json.dumps(config))
+    for item in tokenizer_dir.iterdir():
+        if item.is_file():
+            shutil.copy(item, target / item.name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def fake_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, xlmr_tokenizer_dir: Path, m3_config: dict[str, object]
+) -> Path:
+    """A tiny bge-reranker-v2-m3-shaped folder (real tokenizer, zero weights) for ``backend="fake"``."""
+    return write_fake_model(tmp_path_factory.mktemp("fake-model"), xlmr_tokenizer_dir, m3_config)
+
+
+@pytest.fixture(scope="session")
+def fake_reranker(fake_model_dir: Path) -> Iterator[Reranker]:
+    """The shared ``Reranker`` on the fake backend (token-overlap scores, no model): don't reconfigure it."""
+    with Reranker(str(fake_model_dir), backend="fake") as reranker:
+        yield reranker
+
+
+@pytest.fixture(scope="session")
+def xlmr_pair_tokenizer(fake_reranker: Reranker) -> PairTokenizer:
+    """bge-reranker-v2-m3's tokenizer as crossrank loads it, shared: each load reads a 17 MB file."""
+    scorer = fake_reranker.scorer
+    assert isinstance(scorer, Scorer)
+    return scorer.tokenizer
 
 
 @pytest.fixture(scope="session")

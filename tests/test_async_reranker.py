@@ -1,4 +1,6 @@
-"""AsyncReranker and its MicroBatcher in-process: coalescing, bounds, cancellation, fault isolation."""
+"""AsyncReranker and its MicroBatcher in-process: coalescing, bounds, cancellation, fault isolation.
+
+All on the fake backend (``fake_reranker``): the batcher's behaviour does not depend on the model's numbers."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from crossrank.errors import ConfigError
 
 
 class GatedBackend(WrappedBackend):
-    """The real backend behind a gate the test opens (to hold the worker busy), and a poison token that
+    """The fake backend behind a gate the test opens (to hold the worker busy), and a poison token that
     makes a forward pass raise (fault injection: a backend failing mid-batch)."""
 
     def __init__(self, inner: Backend, poison: int | None = None) -> None:
@@ -38,15 +40,15 @@ class GatedBackend(WrappedBackend):
         return self.inner.forward(batch)
 
     def close(self) -> None:
-        pass  # the inner backend is the shared english_reranker fixture's
+        pass  # the inner backend is the shared fake_reranker fixture's
 
 
 @pytest.fixture
-def gated(english_reranker: Reranker) -> Iterator[tuple[MicroBatcher, GatedBackend]]:
-    backend = GatedBackend(english_reranker.scorer.backend)
+def gated(fake_reranker: Reranker) -> Iterator[tuple[MicroBatcher, GatedBackend]]:
+    backend = GatedBackend(fake_reranker.scorer.backend)
     batcher = MicroBatcher(
-        Scorer(english_reranker.scorer.tokenizer, backend),
-        english_reranker.batching,
+        Scorer(fake_reranker.scorer.tokenizer, backend),
+        fake_reranker.batching,
         QueueOptions(max_wait_ms=50, max_queue_pairs=40),
     )
     batcher.start()
@@ -59,12 +61,12 @@ def _request(reranker: Reranker, query: str, documents: list[str]) -> ScoreReque
     return reranker.prepare(query, documents)
 
 
-def test_concurrent_calls_share_forward_passes_and_match_the_sync_scores(english_reranker: Reranker) -> None:
+def test_concurrent_calls_share_forward_passes_and_match_the_sync_scores_fake_backend(fake_reranker: Reranker) -> None:
     cases = [(f"question {i} about pandas", [f"pandas eat bamboo {j}" * (1 + j) for j in range(3)]) for i in range(20)]
     passes: list[BatchStats] = []
 
     async def run() -> list[object]:
-        rr = AsyncReranker(english_reranker, QueueOptions(max_wait_ms=50), on_batch=passes.append)
+        rr = AsyncReranker(fake_reranker, QueueOptions(max_wait_ms=50), on_batch=passes.append)
         rr.start()
         try:
             return await asyncio.gather(*(rr.rerank(q, d) for q, d in cases))
@@ -73,7 +75,7 @@ def test_concurrent_calls_share_forward_passes_and_match_the_sync_scores(english
 
     results = asyncio.run(run())
     for (query, documents), result in zip(cases, results, strict=True):
-        expected = english_reranker.rerank(query, documents)
+        expected = fake_reranker.rerank(query, documents)
         assert [r.index for r in result.results] == [r.index for r in expected.results]  # type: ignore[attr-defined]
         for got, want in zip(result.results, expected.results, strict=True):  # type: ignore[attr-defined]
             assert got.score == pytest.approx(want.score, abs=1e-4)
@@ -82,19 +84,19 @@ def test_concurrent_calls_share_forward_passes_and_match_the_sync_scores(english
     assert len(passes) < 20  # twenty requests, fewer forward passes
 
 
-def test_a_full_queue_raises_overloaded_with_a_retry_estimate(
-    gated: tuple[MicroBatcher, GatedBackend], english_reranker: Reranker
+def test_a_full_queue_raises_overloaded_with_a_retry_estimate_fake_backend(
+    gated: tuple[MicroBatcher, GatedBackend], fake_reranker: Reranker
 ) -> None:
     batcher, backend = gated
     backend.gate.clear()
 
     async def run() -> None:
-        first = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["a"] * 5)))
+        first = asyncio.create_task(batcher.submit(_request(fake_reranker, "q", ["a"] * 5)))
         await asyncio.to_thread(backend.entered.wait, 10)  # the worker holds the first request
-        queued = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["b"] * 30)))
+        queued = asyncio.create_task(batcher.submit(_request(fake_reranker, "q", ["b"] * 30)))
         await asyncio.sleep(0.05)
         with pytest.raises(OverloadedError) as refused:
-            await batcher.submit(_request(english_reranker, "q", ["c"] * 20))  # 30 + 20 > 40
+            await batcher.submit(_request(fake_reranker, "q", ["c"] * 20))  # 30 + 20 > 40
         assert refused.value.retry_after >= 1
         assert batcher.queued_pairs == 30
         backend.gate.set()
@@ -104,16 +106,16 @@ def test_a_full_queue_raises_overloaded_with_a_retry_estimate(
     asyncio.run(run())
 
 
-def test_a_cancelled_caller_is_dropped_before_the_model_sees_it(
-    gated: tuple[MicroBatcher, GatedBackend], english_reranker: Reranker
+def test_a_cancelled_caller_is_dropped_before_the_model_sees_it_fake_backend(
+    gated: tuple[MicroBatcher, GatedBackend], fake_reranker: Reranker
 ) -> None:
     batcher, backend = gated
     backend.gate.clear()
 
     async def run() -> None:
-        first = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["a"] * 3)))
+        first = asyncio.create_task(batcher.submit(_request(fake_reranker, "q", ["a"] * 3)))
         await asyncio.to_thread(backend.entered.wait, 10)
-        gone = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["b"] * 7)))
+        gone = asyncio.create_task(batcher.submit(_request(fake_reranker, "q", ["b"] * 7)))
         await asyncio.sleep(0.05)
         assert batcher.queued_pairs == 7
         gone.cancel()
@@ -121,25 +123,25 @@ def test_a_cancelled_caller_is_dropped_before_the_model_sees_it(
         assert batcher.queued_pairs == 0
         backend.gate.set()
         await first
-        after = asyncio.create_task(batcher.submit(_request(english_reranker, "q", ["c"] * 2)))
+        after = asyncio.create_task(batcher.submit(_request(fake_reranker, "q", ["c"] * 2)))
         await after
 
     asyncio.run(run())
     assert backend.batches == [3, 2]  # the 7 cancelled pairs never ran
 
 
-def test_a_failing_request_fails_alone(english_reranker: Reranker) -> None:
-    tokenizer = english_reranker.scorer.tokenizer
+def test_a_failing_request_fails_alone_fake_backend(fake_reranker: Reranker) -> None:
+    tokenizer = fake_reranker.scorer.tokenizer
     poison = tokenizer.encode_documents(["zebra"])[0].ids[0]
-    backend = GatedBackend(english_reranker.scorer.backend, poison=poison)
-    batcher = MicroBatcher(Scorer(tokenizer, backend), english_reranker.batching, QueueOptions(max_wait_ms=100))
+    backend = GatedBackend(fake_reranker.scorer.backend, poison=poison)
+    batcher = MicroBatcher(Scorer(tokenizer, backend), fake_reranker.batching, QueueOptions(max_wait_ms=100))
     batcher.start()
 
     async def run() -> list[object]:
         calls = [
-            batcher.submit(_request(english_reranker, "good one", ["pandas", "bears"])),
-            batcher.submit(_request(english_reranker, "bad one", ["zebra"])),
-            batcher.submit(_request(english_reranker, "good two", ["cats"])),
+            batcher.submit(_request(fake_reranker, "good one", ["pandas", "bears"])),
+            batcher.submit(_request(fake_reranker, "bad one", ["zebra"])),
+            batcher.submit(_request(fake_reranker, "good two", ["cats"])),
         ]
         return await asyncio.gather(*calls, return_exceptions=True)
 
@@ -153,14 +155,14 @@ def test_a_failing_request_fails_alone(english_reranker: Reranker) -> None:
     assert batcher.alive is False
 
 
-def test_closed_batcher_refuses_new_work(english_reranker: Reranker) -> None:
-    batcher = MicroBatcher(english_reranker.scorer, english_reranker.batching, QueueOptions())
+def test_closed_batcher_refuses_new_work_fake_backend(fake_reranker: Reranker) -> None:
+    batcher = MicroBatcher(fake_reranker.scorer, fake_reranker.batching, QueueOptions())
     batcher.start()
     batcher.close()
 
     async def run() -> None:
         with pytest.raises(InferenceError, match="not running"):
-            await batcher.submit(_request(english_reranker, "q", ["d"]))
+            await batcher.submit(_request(fake_reranker, "q", ["d"]))
 
     asyncio.run(run())
 
@@ -174,17 +176,17 @@ def test_queue_options_are_validated(options: dict[str, float]) -> None:
         QueueOptions(**options)  # type: ignore[arg-type]
 
 
-def test_a_cycle_full_of_pairs_does_not_wait_for_a_gpu_sized_batch(english_reranker: Reranker) -> None:
+def test_a_cycle_full_of_pairs_does_not_wait_for_a_gpu_sized_batch_fake_backend(fake_reranker: Reranker) -> None:
     """GPU batching allows 512 pairs a pass, but a cycle takes 256 at most: 300 queued pairs go at once.
 
     (Waiting for 512 would hold them the whole max_wait_ms, here 60 s, and the test would time out.)
     """
     batching = BatchingOptions(max_batch_tokens=32768, max_batch_size=512)
-    batcher = MicroBatcher(english_reranker.scorer, batching, QueueOptions(max_wait_ms=60_000))
+    batcher = MicroBatcher(fake_reranker.scorer, batching, QueueOptions(max_wait_ms=60_000))
     batcher.start()
 
     async def run() -> None:
-        await asyncio.wait_for(batcher.submit(_request(english_reranker, "q", ["a short document"] * 300)), 30)
+        await asyncio.wait_for(batcher.submit(_request(fake_reranker, "q", ["a short document"] * 300)), 30)
 
     try:
         asyncio.run(run())

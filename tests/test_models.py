@@ -74,6 +74,7 @@ def test_no_weights(english_copy: Path) -> None:
     assert "config.json" in info.value.message  # lists what it found
 
 
+@pytest.mark.slow
 def test_pickle_weights_need_an_explicit_opt_in(english_copy: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -88,8 +89,8 @@ def test_pickle_weights_need_an_explicit_opt_in(english_copy: Path) -> None:
         assert reranker.compute_score(("what is panda?", "hi")) == pytest.approx(-6.0386, abs=1e-3)
 
 
-def test_window_from_the_position_table(tiny_xlmr_dir: Path) -> None:
-    info = read_model_info(tiny_xlmr_dir)  # keeps bge-reranker-v2-m3's 8194 positions
+def test_window_from_the_position_table(fake_model_dir: Path) -> None:
+    info = read_model_info(fake_model_dir)  # keeps bge-reranker-v2-m3's 8194 positions
     assert info.max_length == 8192
     assert info.architecture == "XLMRobertaForSequenceClassification"
 
@@ -105,6 +106,7 @@ def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_hub_id_from_the_offline_cache(tmp_path: Path, english_model_dir: Path) -> None:
     """A hub id resolves through huggingface_hub's cache layout with HF_HUB_OFFLINE=1 (no hub here)."""
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -122,6 +124,7 @@ def test_hub_id_from_the_offline_cache(tmp_path: Path, english_model_dir: Path) 
     assert out.stdout.strip().splitlines()[-1] == "-6.039"
 
 
+@pytest.mark.slow
 def test_hub_id_missing_offline_says_where_it_looked(tmp_path: Path) -> None:
     code = (
         "from crossrank import Reranker, ModelNotFoundError\n"

@@ -1,4 +1,6 @@
-"""Scores equal FlagEmbedding's algorithm and sentence-transformers CrossEncoder (fp32, |Δ| ≤ 1e-4)."""
+"""Scores equal FlagEmbedding's algorithm and sentence-transformers CrossEncoder (fp32, |Δ| ≤ 1e-4).
+
+Real models against reference implementations: slow."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from cases import LONG_QUERY, PAIRS
 from crossrank import Reranker
 from crossrank.engine.scorer import sigmoid
 from reference import flag_scores, policies_agree, st_scores
+
+pytestmark = pytest.mark.slow
 
 TOLERANCE = 1e-4
 ALL_PAIRS = [*PAIRS, (LONG_QUERY, "a short document about pandas")]

@@ -22,6 +22,7 @@ def tokenizer_dir(request: pytest.FixtureRequest, xlmr_tokenizer_dir: Path, engl
     return xlmr_tokenizer_dir if request.param == "xlmr" else english_model_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_length", [32, 128, 512])
 def test_ids_match_the_flagembedding_policy(tokenizer_dir: Path, max_length: int) -> None:
     from transformers import AutoTokenizer
@@ -39,6 +40,7 @@ def test_ids_match_the_flagembedding_policy(tokenizer_dir: Path, max_length: int
         assert len(pair.ids) <= max_length
 
 
+@pytest.mark.slow
 def test_ids_match_the_tokenizers_own_pair_encoding(tokenizer_dir: Path) -> None:
     """Where the query is under its cap, HF's own `only_second` pair encoding gives the same ids.
 
@@ -59,8 +61,8 @@ def test_ids_match_the_tokenizers_own_pair_encoding(tokenizer_dir: Path) -> None
             assert pair.type_ids == expected["token_type_ids"][0]
 
 
-def test_truncation_accounting(xlmr_tokenizer_dir: Path) -> None:
-    ours = PairTokenizer.from_pretrained(xlmr_tokenizer_dir)
+def test_truncation_accounting(xlmr_pair_tokenizer: PairTokenizer) -> None:
+    ours = xlmr_pair_tokenizer
     truncation = TruncationOptions(max_length=64)
     query = ours.encode_query(LONG_QUERY, truncation)
     assert query.truncated
@@ -85,8 +87,8 @@ def test_padding_makes_a_rectangular_batch(english_model_dir: Path) -> None:
     assert batch.token_type_ids[1].tolist() == pairs[1].type_ids
 
 
-def test_xlmr_batches_carry_no_token_types(xlmr_tokenizer_dir: Path) -> None:
-    ours = PairTokenizer.from_pretrained(xlmr_tokenizer_dir)
+def test_xlmr_batches_carry_no_token_types(xlmr_pair_tokenizer: PairTokenizer) -> None:
+    ours = xlmr_pair_tokenizer
     truncation = TruncationOptions()
     q = ours.encode_query("what is panda?", truncation)
     batch = ours.pad([ours.build_pair(q, ours.encode_documents(["hi"])[0].ids, truncation)])
@@ -95,9 +97,9 @@ def test_xlmr_batches_carry_no_token_types(xlmr_tokenizer_dir: Path) -> None:
     assert batch.input_ids[0].tolist() == [0, 2367, 83, 6, 85407, 32, 2, 2, 1274, 2]
 
 
-def test_unknown_fraction(english_model_dir: Path, xlmr_tokenizer_dir: Path) -> None:
+def test_unknown_fraction(english_model_dir: Path, xlmr_pair_tokenizer: PairTokenizer) -> None:
     english = PairTokenizer.from_pretrained(english_model_dir)
-    multilingual = PairTokenizer.from_pretrained(xlmr_tokenizer_dir)
+    multilingual = xlmr_pair_tokenizer
     assert english.unknown_fraction("苹果手机") > 0.5
     assert english.unknown_fraction("apple phone") == 0.0
     assert multilingual.unknown_fraction("苹果手机") == 0.0
@@ -114,6 +116,7 @@ def _encode_all(tokenizer: PairTokenizer) -> list[tuple[list[int], list[int]]]:
     return pairs
 
 
+@pytest.mark.slow
 def test_a_saved_tokenizer_loads_without_transformers_and_encodes_alike(tokenizer_dir: Path, tmp_path: Path) -> None:
     built = PairTokenizer.from_pretrained(tokenizer_dir, cache_dir=tmp_path)
     (saved,) = tmp_path.glob("*.json")

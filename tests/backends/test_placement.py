@@ -69,6 +69,7 @@ def test_fake_gpu_explicit_dtype_is_kept_and_sized() -> None:
     assert choose_placement("float16", gpu, M3_PARAMETERS, prefer_bf16=False).device == "cuda:0"
 
 
+@pytest.mark.slow
 def test_parameters_are_counted_from_the_real_weights(english_model_dir: Path) -> None:
     # 22.7M parameters stored in float32 (the header and metadata add a few kB).
     assert 22_700_000 <= count_parameters(english_model_dir) <= 22_720_000
@@ -137,6 +138,7 @@ class LiveTensorBytes(TorchDispatchMode):
         return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("rows", "length"), [(8, 256), (1, 2048)])
 def test_the_activation_estimate_covers_a_measured_forward_pass(rows: int, length: int) -> None:
     """Peak activation memory of a real float32 forward pass (on CPU: no GPU here) stays within the estimate.
@@ -155,6 +157,7 @@ def test_the_activation_estimate_covers_a_measured_forward_pass(rows: int, lengt
     assert 0.6 * estimate <= memory.peak <= estimate, report
 
 
+@pytest.mark.slow
 def test_fake_gpu_torch_backend_sizes_its_batches_from_the_memory_free_after_loading(
     english_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

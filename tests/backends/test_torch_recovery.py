@@ -25,6 +25,8 @@ from crossrank.backends.torch import TorchBackend
 from crossrank.config import RuntimeOptions
 from crossrank.errors import DeviceMemoryError
 
+pytestmark = pytest.mark.slow
+
 PAIRS = [
     ("what is a panda?", "The giant panda is a bear species endemic to China."),
     ("what is a panda?", "hi"),

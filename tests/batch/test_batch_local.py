@@ -1,4 +1,7 @@
-"""The local engine end to end on the real English model: JSONL and Parquet round trips, bad rows."""
+"""The local engine: JSONL and Parquet round trips, bad rows.
+
+The round trip against the reference scores runs the real English model (slow); the file handling runs on the
+fake backend (``fake_reranker``, token-overlap scores)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ def _texts(row: dict[str, object]) -> list[str]:
     return [d["text"] if isinstance(d, dict) else d for d in docs]  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_jsonl_round_trip_matches_rerank_and_the_reference(
     tmp_path: Path, english_reranker: Reranker, english_model_dir: Path
 ) -> None:
@@ -51,7 +55,7 @@ def test_jsonl_round_trip_matches_rerank_and_the_reference(
     assert [r["score"] for r in out[0]["results"]] == pytest.approx(reference, abs=1e-4)
 
 
-def test_parquet_round_trip_equals_jsonl(tmp_path: Path, english_reranker: Reranker) -> None:
+def test_parquet_round_trip_equals_jsonl_fake_backend(tmp_path: Path, fake_reranker: Reranker) -> None:
     pa = pytest.importorskip("pyarrow")
     parquet = pytest.importorskip("pyarrow.parquet")
     rows = make_rows(17)
@@ -67,8 +71,8 @@ def test_parquet_round_trip_equals_jsonl(tmp_path: Path, english_reranker: Reran
     parquet.write_table(pa.Table.from_pylist(table_rows), tmp_path / "in.parquet", row_group_size=5)
     write_jsonl(tmp_path / "in.jsonl", rows)
 
-    run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", model=english_reranker, part_rows=3)
-    report = run(tmp_path / "in.parquet", tmp_path / "out.parquet", model=english_reranker, part_rows=3)
+    run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", model=fake_reranker, part_rows=3)
+    report = run(tmp_path / "in.parquet", tmp_path / "out.parquet", model=fake_reranker, part_rows=3)
 
     assert (report.rows, report.bad_rows) == (17, 0)
     table = parquet.read_table(tmp_path / "out.parquet")
@@ -76,7 +80,9 @@ def test_parquet_round_trip_equals_jsonl(tmp_path: Path, english_reranker: Reran
     assert table.to_pylist() == read_jsonl(tmp_path / "out.jsonl")
 
 
-def test_bad_rows_go_to_the_errors_file_and_the_run_goes_on(tmp_path: Path, english_reranker: Reranker) -> None:
+def test_bad_rows_go_to_the_errors_file_and_the_run_goes_on_fake_backend(
+    tmp_path: Path, fake_reranker: Reranker
+) -> None:
     good = make_rows(6)
     lines: list[object] = [
         good[0],
@@ -91,7 +97,7 @@ def test_bad_rows_go_to_the_errors_file_and_the_run_goes_on(tmp_path: Path, engl
     ]
     source = write_jsonl(tmp_path / "in.jsonl", lines)
     errors = tmp_path / "bad.jsonl"
-    report = run(source, tmp_path / "out.jsonl", model=english_reranker, errors=errors, part_rows=4)
+    report = run(source, tmp_path / "out.jsonl", model=fake_reranker, errors=errors, part_rows=4)
 
     assert (report.rows, report.bad_rows) == (6, 4)
     assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [str(r["id"]) for r in good]
@@ -103,9 +109,9 @@ def test_bad_rows_go_to_the_errors_file_and_the_run_goes_on(tmp_path: Path, engl
     assert "JSON object" in bad[3]["reason"]
 
 
-def test_existing_output_is_refused(tmp_path: Path, english_reranker: Reranker) -> None:
+def test_existing_output_is_refused_fake_backend(tmp_path: Path, fake_reranker: Reranker) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", make_rows(2))
     (tmp_path / "out.jsonl").write_text("keep me\n")
     with pytest.raises(ConfigError, match="already exists"):
-        run(source, tmp_path / "out.jsonl", model=english_reranker)
+        run(source, tmp_path / "out.jsonl", model=fake_reranker)
     assert (tmp_path / "out.jsonl").read_text() == "keep me\n"

@@ -50,6 +50,7 @@ def test_output_row_keeps_input_order_and_ranks() -> None:
     assert [r["score"] for r in row["results"]] == [1.0, 1.0, 3.0]
 
 
+@pytest.mark.slow
 def test_the_cli_loads_neither_ray_nor_pyarrow() -> None:
     code = "import sys, crossrank.cli, crossrank.batch; print([m for m in ('ray', 'pyarrow') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=subprocess_env())

@@ -1,10 +1,14 @@
-"""Long documents on the real tokenizers and models: windows, spans, aggregation, limits and memory."""
+"""Long documents on the real tokenizers and models: windows, spans, aggregation, limits and memory.
+
+Tests named ``..._fake_backend`` run the engine on the fake backend (token-overlap scores) with the real XLM-R
+tokenizer: windows, counts, limits and memory do not depend on the model's numbers. Those comparing scores with
+transformers or relying on a trained model's judgement load the real models and are marked slow."""
 
 from __future__ import annotations
 
 import random
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +20,7 @@ from crossrank import (
     BatchingOptions,
     ChunkingOptions,
     InputTooLongError,
-    ModelSpec,
     Reranker,
-    RuntimeOptions,
     TruncationOptions,
     TruncationWarning,
 )
@@ -29,7 +31,6 @@ from crossrank.engine.aggregation import aggregate
 from crossrank.engine.chunking import count_windows, plan_windows, window_span
 from crossrank.engine.scorer import Scorer, ScoreRequest
 from crossrank.engine.tokenizer import PairTokenizer
-from crossrank.loader import load_model
 
 QUERY = "how many people live in berlin"
 SENTENCE = "Berlin has a population of about 3.7 million inhabitants, making it the most populous city in Germany."
@@ -71,17 +72,19 @@ class Recording(WrappedBackend):
 
 
 @pytest.fixture(scope="module")
-def english_scorer(english_model_dir: Path) -> Iterator[Scorer]:
-    loaded = load_model(ModelSpec(name_or_path=str(english_model_dir)), RuntimeOptions(device="cpu"), _T512, "torch")
-    yield loaded.scorer
-    loaded.scorer.backend.close()
+def fake_scorer(fake_reranker: Reranker) -> Scorer:
+    scorer = fake_reranker.scorer
+    assert isinstance(scorer, Scorer)
+    return scorer
 
 
 @pytest.fixture(scope="module")
-def tiny_scorer(tiny_xlmr_dir: Path) -> Iterator[Scorer]:
-    loaded = load_model(ModelSpec(name_or_path=str(tiny_xlmr_dir)), RuntimeOptions(device="cpu"), _T512, "torch")
-    yield loaded.scorer
-    loaded.scorer.backend.close()
+def count_tokens(fake_model_dir: Path) -> Callable[[str], int]:
+    """A text's tokens by the tokenizers library alone (not crossrank's PairTokenizer)."""
+    from tokenizers import Tokenizer
+
+    rust = Tokenizer.from_file(str(fake_model_dir / "tokenizer.json"))
+    return lambda text: len(rust.encode(text, add_special_tokens=False).ids)
 
 
 _T512 = TruncationOptions()
@@ -101,12 +104,12 @@ def _recording(scorer: Scorer) -> tuple[Scorer, Recording]:
     ("max_length", "chunk_tokens", "overlap_tokens"), [(64, None, None), (512, 37, 5), (128, 16, 0)]
 )
 def test_xlmr_windows_fit_cover_overlap_and_slice_the_text(
-    xlmr_tokenizer_dir: Path, name: str, max_length: int, chunk_tokens: int | None, overlap_tokens: int | None
+    xlmr_pair_tokenizer: PairTokenizer, name: str, max_length: int, chunk_tokens: int | None, overlap_tokens: int | None
 ) -> None:
-    tokenizer = PairTokenizer.from_pretrained(xlmr_tokenizer_dir)
+    tokenizer = xlmr_pair_tokenizer
     rust = tokenizer._tokenizer  # the same Rust tokenizer, to decode windows and normalise text
     truncation = TruncationOptions(max_length=max_length)
-    chunking = ChunkingOptions(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, max_chunks_per_doc=10_000)
+    chunking = ChunkingOptions(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, max_chunks_per_doc=1000)
     text = TEXTS[name]
     query = tokenizer.encode_query("where do pandas live 熊猫", truncation)
     size, overlap = chunking.window(tokenizer.document_room(query, truncation))
@@ -129,8 +132,8 @@ def test_xlmr_windows_fit_cover_overlap_and_slice_the_text(
     assert sorted(set(covered)) == list(range(len(encoding.ids))), "the windows cover every token"
 
 
-def test_scorer_pairs_never_pass_max_length_and_are_all_counted(tiny_scorer: Scorer) -> None:
-    scorer, recording = _recording(tiny_scorer)
+def test_scorer_pairs_never_pass_max_length_and_are_all_counted_fake_backend(fake_scorer: Scorer) -> None:
+    scorer, recording = _recording(fake_scorer)
     truncation = TruncationOptions(max_length=96)
     requests = [
         ScoreRequest(query="熊猫 pandas", documents=list(TEXTS.values()), truncation=truncation),
@@ -184,6 +187,7 @@ def _reference_windows(model_dir: Path, query: str, document: str, max_length: i
     return scores, texts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("aggregation", ["max", "mean", "first", "topk_mean:2"])
 def test_aggregation_equals_per_window_scores_from_transformers(english_model_dir: Path, aggregation: str) -> None:
     document = BURIED[:2600] + " " + SENTENCE + " " + _filler(8, seed=1)
@@ -207,6 +211,7 @@ def test_aggregation_equals_per_window_scores_from_transformers(english_model_di
 # --- what long-document scoring is for ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_sentence_buried_at_the_end_is_found_by_max_and_missed_by_first(english_model_dir: Path) -> None:
     documents = [BURIED, "Paris is the capital of France."]
     with Reranker(str(english_model_dir), device="cpu", dtype="float32", max_length=128) as reranker:
@@ -227,9 +232,9 @@ def test_a_sentence_buried_at_the_end_is_found_by_max_and_missed_by_first(englis
     assert SENTENCE in BURIED[tail.results[0].span.start :]
 
 
-def test_documents_that_fit_score_exactly_as_unchunked(english_model_dir: Path) -> None:
+def test_documents_that_fit_score_exactly_as_unchunked_fake_backend(fake_model_dir: Path) -> None:
     short = [(q, d) for q, d in PAIRS if len(d) < 300]
-    with Reranker(str(english_model_dir), device="cpu", dtype="float32") as truncating:
+    with Reranker(str(fake_model_dir), backend="fake") as truncating:
         truncating.chunking = ChunkingOptions(aggregate="first")
         expected = truncating.score(short)
         for aggregation in ("max", "mean", "topk_mean:3"):
@@ -242,10 +247,10 @@ def test_documents_that_fit_score_exactly_as_unchunked(english_model_dir: Path) 
     assert result.usage.chunks == len(short) and result.usage.chunked_documents == 0
 
 
-def test_an_explicit_smaller_window_splits_a_document_that_would_fit(english_reranker: Reranker) -> None:
+def test_an_explicit_smaller_window_splits_a_document_that_would_fit_fake_backend(fake_reranker: Reranker) -> None:
     document = _filler(12) + " " + SENTENCE  # ~150 tokens: one pair at max_length 512
-    whole = english_reranker.rerank(QUERY, [document]).results[0]
-    windows = english_reranker.rerank(QUERY, [document], chunk_tokens=40, overlap_tokens=10).results[0]
+    whole = fake_reranker.rerank(QUERY, [document]).results[0]
+    windows = fake_reranker.rerank(QUERY, [document], chunk_tokens=40, overlap_tokens=10).results[0]
     assert whole.chunks == 1 and windows.chunks > 3
     assert windows.span is not None and SENTENCE[-20:] in document[windows.span.start : windows.span.end]
 
@@ -253,34 +258,28 @@ def test_an_explicit_smaller_window_splits_a_document_that_would_fit(english_rer
 # --- truncation controls -----------------------------------------------------------------------------
 
 
-def _tokens(model_dir: Path, text: str) -> int:
-    from transformers import AutoTokenizer
-
-    return len(AutoTokenizer.from_pretrained(model_dir)(text, add_special_tokens=False)["input_ids"])
-
-
-def test_truncate_false_names_the_token_count_and_the_limit(
-    english_reranker: Reranker, english_model_dir: Path
+def test_truncate_false_names_the_token_count_and_the_limit_fake_backend(
+    fake_reranker: Reranker, count_tokens: Callable[[str], int]
 ) -> None:
-    n = _tokens(english_model_dir, BURIED)
-    room = 512 - 3 - _tokens(english_model_dir, QUERY)
+    n = count_tokens(BURIED)
+    room = 512 - 4 - count_tokens(QUERY)  # <s> query </s></s> document </s>
     with pytest.raises(InputTooLongError) as plain:
-        english_reranker.rerank(QUERY, ["ok", BURIED], aggregate="first", truncate=False)
+        fake_reranker.rerank(QUERY, ["ok", BURIED], aggregate="first", truncate=False)
     assert (plain.value.field, plain.value.tokens, plain.value.limit) == ("documents[1]", n, room)
     assert f"documents[1] has {n} tokens, more than the {room}" in str(plain.value)
     with pytest.raises(InputTooLongError) as capped:
-        english_reranker.rerank(QUERY, [BURIED], max_tokens_per_doc=100, truncate=False)
+        fake_reranker.rerank(QUERY, [BURIED], max_tokens_per_doc=100, truncate=False)
     assert (capped.value.tokens, capped.value.limit) == (n, 100) and "max_tokens_per_doc" in str(capped.value)
     with pytest.raises(InputTooLongError) as chunks:
-        english_reranker.rerank(QUERY, [BURIED + " " + BURIED], max_chunks_per_doc=1, truncate=False, aggregate="max")
+        fake_reranker.rerank(QUERY, [BURIED + " " + BURIED], max_chunks_per_doc=1, truncate=False, aggregate="max")
     assert chunks.value.limit == room and "max_chunks_per_doc=1" in str(chunks.value)
     # Windows read everything, so a long document is no error with aggregate="max".
-    fine = english_reranker.rerank(QUERY, [BURIED], truncate=False)
+    fine = fake_reranker.rerank(QUERY, [BURIED], truncate=False)
     assert fine.usage.truncated_tokens == 0 and fine.results[0].chunks > 1
 
 
-def test_truncate_false_fails_before_the_model_runs_for_any_request(english_scorer: Scorer) -> None:
-    scorer, recording = _recording(english_scorer)
+def test_truncate_false_fails_before_the_model_runs_for_any_request_fake_backend(fake_scorer: Scorer) -> None:
+    scorer, recording = _recording(fake_scorer)
     good = ScoreRequest(query=QUERY, documents=["fine", BURIED], truncation=_T512)
     strict = TruncationOptions(truncate=False)
     bad = ScoreRequest(
@@ -291,69 +290,73 @@ def test_truncate_false_fails_before_the_model_runs_for_any_request(english_scor
     assert recording.batches == []
 
 
-def test_max_tokens_per_doc_cuts_before_windowing(english_reranker: Reranker, english_model_dir: Path) -> None:
-    n = _tokens(english_model_dir, BURIED)
-    right = english_reranker.rerank(QUERY, [BURIED], max_tokens_per_doc=300, chunk_tokens=100, overlap_tokens=20)
+def test_max_tokens_per_doc_cuts_before_windowing_fake_backend(
+    fake_reranker: Reranker, count_tokens: Callable[[str], int]
+) -> None:
+    n = count_tokens(BURIED)
+    right = fake_reranker.rerank(QUERY, [BURIED], max_tokens_per_doc=300, chunk_tokens=100, overlap_tokens=20)
     assert right.usage.truncated_documents == 1 and right.usage.truncated_tokens == n - 300
     assert right.results[0].chunks == count_windows(300, 100, 20)
     assert right.results[0].span is not None and right.results[0].span.end < len(BURIED) / 3
-    left = english_reranker.rerank(
+    left = fake_reranker.rerank(
         QUERY, [BURIED], max_tokens_per_doc=300, chunk_tokens=100, overlap_tokens=20, truncation_direction="left"
     )
     assert left.usage.truncated_tokens == n - 300
     assert left.results[0].span is not None and SENTENCE in BURIED[left.results[0].span.start :]
 
 
-def test_max_chunks_per_doc_caps_the_windows(english_reranker: Reranker, english_model_dir: Path) -> None:
-    n = _tokens(english_model_dir, BURIED)
-    capped = english_reranker.rerank(
-        QUERY, [BURIED, "short"], chunk_tokens=100, overlap_tokens=20, max_chunks_per_doc=3
-    )
+def test_max_chunks_per_doc_caps_the_windows_fake_backend(
+    fake_reranker: Reranker, count_tokens: Callable[[str], int]
+) -> None:
+    n = count_tokens(BURIED)
+    capped = fake_reranker.rerank(QUERY, [BURIED, "short"], chunk_tokens=100, overlap_tokens=20, max_chunks_per_doc=3)
     by_index = {r.index: r for r in capped.results}
     assert by_index[0].chunks == 3 and by_index[1].chunks == 1
     assert capped.usage.chunks == 4 and capped.usage.truncated_tokens == n - (100 + 2 * 80)
     assert by_index[0].span is not None and SENTENCE not in BURIED[by_index[0].span.start : by_index[0].span.end]
 
 
-def test_a_very_long_query_is_cut_with_a_warning_or_rejected(english_reranker: Reranker) -> None:
+def test_a_very_long_query_is_cut_with_a_warning_or_rejected_fake_backend(fake_reranker: Reranker) -> None:
     query = "where do giant pandas live " * 400
     with pytest.warns(TruncationWarning, match="cut to 384 tokens"):
-        result = english_reranker.rerank(query, [LONG_EN, "pandas live in Sichuan"])
+        result = fake_reranker.rerank(query, [LONG_EN, "pandas live in Sichuan"])
     assert result.usage.truncated_queries == 1
     # The query keeps its cap; the document still gets the rest of each pair, in windows.
     by_index = {r.index: r for r in result.results}
     assert by_index[0].chunks > 10 and result.usage.truncated_tokens == 0
     with pytest.raises(InputTooLongError) as rejected:
-        english_reranker.rerank(query, ["d"], long_query="reject")
+        fake_reranker.rerank(query, ["d"], long_query="reject")
     assert rejected.value.field == "query" and rejected.value.limit == 384 and rejected.value.tokens > 2000
     with pytest.raises(InputTooLongError, match="query has"):
-        english_reranker.rerank(query, ["d"], truncate=False)
+        fake_reranker.rerank(query, ["d"], truncate=False)
 
 
 # --- memory ------------------------------------------------------------------------------------------
 
 
-def test_a_200k_character_document_in_bounded_memory(tiny_scorer: Scorer) -> None:
+def test_a_200k_character_document_in_bounded_memory_fake_backend(fake_scorer: Scorer) -> None:
     document = _filler(3400, seed=2)[:200_000]
     assert len(document) == 200_000
     request = ScoreRequest(
-        query=QUERY, documents=[document], truncation=_T512, chunking=ChunkingOptions(max_chunks_per_doc=100_000)
+        query=QUERY, documents=[document], truncation=_T512, chunking=ChunkingOptions(max_chunks_per_doc=1000)
     )
     tracemalloc.start()
     try:
-        (scored,) = tiny_scorer.score([request], _BATCHING)
+        (scored,) = fake_scorer.score([request], _BATCHING)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    tokens = len(tiny_scorer.tokenizer.encode_documents([document])[0].ids)
-    room = 512 - 4 - len(tiny_scorer.tokenizer.encode_query(QUERY, _T512).ids)
+    tokens = len(fake_scorer.tokenizer.encode_documents([document])[0].ids)
+    room = 512 - 4 - len(fake_scorer.tokenizer.encode_query(QUERY, _T512).ids)
     assert scored.chunks[0] == count_windows(tokens, room, room // 8) > 80
     assert scored.usage.truncated_tokens == 0 and 0 <= scored.spans[0, 0] < scored.spans[0, 1] <= len(document)
     # Python-side peak: the document's ids and offsets plus one batch of pairs, not all windows at once.
     assert peak < 60 * 2**20, f"peak {peak / 2**20:.1f} MiB"
 
 
-def test_small_windows_and_groups_give_the_same_scores(tiny_scorer: Scorer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_windows_and_groups_give_the_same_scores_fake_backend(
+    fake_scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     documents = [_filler(n, seed=n) for n in (1, 40, 3, 90, 2, 60)] * 3 + [LONG_ZH, "", "🐼"]
     requests = [
         ScoreRequest(query=QUERY, documents=documents, truncation=TruncationOptions(max_length=64)),
@@ -364,21 +367,21 @@ def test_small_windows_and_groups_give_the_same_scores(tiny_scorer: Scorer, monk
             chunking=ChunkingOptions(aggregate="mean"),
         ),
     ]
-    expected = tiny_scorer.score(requests, _BATCHING)
+    expected = fake_scorer.score(requests, _BATCHING)
     held: list[int] = []
     grouped: list[int] = []
-    real_plan, real_encode = scorer_module.plan_batches, tiny_scorer.tokenizer.encode_documents
+    real_plan, real_encode = scorer_module.plan_batches, fake_scorer.tokenizer.encode_documents
     monkeypatch.setattr(scorer_module, "_WINDOW", 7)
     monkeypatch.setattr(scorer_module, "_GROUP_CHARS", 3000)
     monkeypatch.setattr(
         scorer_module, "plan_batches", lambda lengths, b: held.append(len(lengths)) or real_plan(lengths, b)
     )
     monkeypatch.setattr(
-        tiny_scorer.tokenizer,
+        fake_scorer.tokenizer,
         "encode_documents",
         lambda texts: grouped.append(sum(map(len, texts))) or real_encode(texts),
     )
-    got = tiny_scorer.score(requests, _BATCHING)
+    got = fake_scorer.score(requests, _BATCHING)
     assert max(held) <= 7 and len(held) > 20
     assert max(grouped) < 3000 + max(map(len, documents)) and len(grouped) > 5
     for a, b in zip(expected, got, strict=True):
@@ -388,9 +391,9 @@ def test_small_windows_and_groups_give_the_same_scores(tiny_scorer: Scorer, monk
         assert a.usage == b.usage
 
 
-def test_a_thousand_long_documents(tiny_scorer: Scorer) -> None:
+def test_a_thousand_long_documents_fake_backend(fake_scorer: Scorer) -> None:
     documents = [_filler(40, seed=i) for i in range(1000)]  # ~2,500 characters each
     truncation = TruncationOptions(max_length=256)
-    (scored,) = tiny_scorer.score([ScoreRequest(query=QUERY, documents=documents, truncation=truncation)], _BATCHING)
+    (scored,) = fake_scorer.score([ScoreRequest(query=QUERY, documents=documents, truncation=truncation)], _BATCHING)
     assert scored.logits.shape == (1000,) and np.isfinite(scored.logits).all()
     assert scored.usage.chunked_documents == 1000 and scored.usage.chunks == int(scored.chunks.sum()) > 2000

@@ -44,6 +44,7 @@ def test_given_candidate_order_reproduces_the_provenance_baselines(shared_data: 
         assert round(mean(values["mrr@10"]), 4) == mrr, name
 
 
+@pytest.mark.slow
 def test_bm25_retrieval_on_the_english_corpus(shared_data: Path) -> None:
     (dataset,) = find_datasets(shared_data / "en_beir_dbpedia_subset")
     kind, ranked = run_first_stage(dataset, "bm25", top_k=100)
@@ -64,6 +65,7 @@ def test_bm25_retrieval_on_the_english_corpus(shared_data: Path) -> None:
     assert all(shallow[q] == ranked[q][:7] for q in ranked)
 
 
+@pytest.mark.slow
 def test_bm25_on_the_chinese_set(shared_data: Path) -> None:
     (dataset,) = find_datasets(shared_data / "zh_rgb_refine_a")
     # Retrieval from the whole 3,740-passage corpus works only if Chinese is tokenized (no spaces).

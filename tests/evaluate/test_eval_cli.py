@@ -1,4 +1,7 @@
-"""`crossrank eval` as users run it: a subprocess, its exit code, stdout and stderr."""
+"""`crossrank eval`: its exit code, stdout and stderr.
+
+With the English model it runs as users run it, a subprocess (slow); the comparisons and argument errors, which
+load no model, run in this process (typer's ``CliRunner``)."""
 
 from __future__ import annotations
 
@@ -7,8 +10,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from typer.testing import CliRunner
+
+from crossrank.cli import app
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -25,6 +32,23 @@ def crossrank(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+class _Done(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def eval_in_process(*args: str | Path, cwd: Path) -> _Done:
+    """The command in this process, from ``cwd`` (relative paths are the test's files)."""
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        out = CliRunner().invoke(app, ["eval", *map(str, args)], env={"CROSSRANK_MODEL": None})
+    finally:
+        os.chdir(previous)
+    return _Done(out.exit_code, out.stdout, out.stderr)
 
 
 @pytest.mark.slow
@@ -61,7 +85,7 @@ def test_compare_two_saved_files(tmp_path: Path) -> None:
 
     base = saved("a.json", {"q1": 0.5, "q2": 0.25, "q3": 0.0})
     new = saved("b.json", {"q1": 0.75, "q2": 0.5, "q3": 0.5, "q4": 1.0})
-    done = crossrank("--compare", base, "--compare", new, "--json", cwd=tmp_path)
+    done = eval_in_process("--compare", base, "--compare", new, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["rows"]
     assert len(rows) == 5
@@ -70,7 +94,7 @@ def test_compare_two_saved_files(tmp_path: Path) -> None:
     assert rows[0]["new"] == pytest.approx(0.5833333333)
     assert rows[0]["delta"] == pytest.approx(0.3333333333)
     assert rows[0]["queries"] == 3
-    done = crossrank("--compare", base, "--compare", new, cwd=tmp_path)
+    done = eval_in_process("--compare", base, "--compare", new, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "+0.3333" in done.stdout
 
@@ -78,26 +102,26 @@ def test_compare_two_saved_files(tmp_path: Path) -> None:
 def test_bad_input_exits_2_with_file_and_line(tmp_path: Path) -> None:
     data = tmp_path / "broken.jsonl"
     data.write_text('{"query": "q", "positive": ["p"], "negative": ["n"]}\n{"query": \n')
-    done = crossrank("--data", data, "--model", tmp_path / "no-model", cwd=tmp_path)
+    done = eval_in_process("--data", data, "--model", tmp_path / "no-model", cwd=tmp_path)
     assert done.returncode == 2
     assert f"{data}:2: not valid JSON" in done.stderr
     assert "Traceback" not in done.stderr
 
-    done = crossrank(cwd=tmp_path)
+    done = eval_in_process(cwd=tmp_path)
     assert done.returncode == 2
     assert "give --data to evaluate, or two --compare files" in done.stderr
 
-    done = crossrank("--data", tmp_path / "nowhere", cwd=tmp_path)
+    done = eval_in_process("--data", tmp_path / "nowhere", cwd=tmp_path)
     assert done.returncode == 2
     assert "no such file or folder" in done.stderr
 
-    done = crossrank("--data", data, "--top-k", "0", cwd=tmp_path)
+    done = eval_in_process("--data", data, "--top-k", "0", cwd=tmp_path)
     assert done.returncode == 2
 
 
 def test_missing_model_exits_3(tmp_path: Path) -> None:
     data = tmp_path / "ok.jsonl"
     data.write_text('{"query": "q", "positive": ["p"], "negative": ["n"]}\n')
-    done = crossrank("--data", data, "--model", tmp_path / "no-model", cwd=tmp_path)
+    done = eval_in_process("--data", data, "--model", tmp_path / "no-model", cwd=tmp_path)
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr

@@ -1,4 +1,7 @@
-"""evaluate(): reranking with real and tiny models, reports, TREC runs and comparisons."""
+"""evaluate(): reranking with real and fake-backend models, reports, TREC runs and comparisons.
+
+The pipeline tests (``..._fake_backend``) rerank with ``fake_reranker`` (token-overlap scores): they check the
+pools, reports and files, not a model's judgement; the English model's NDCG gain over BM25 is the slow test."""
 
 from __future__ import annotations
 
@@ -69,9 +72,9 @@ def test_real_reranker_beats_bm25_on_the_english_set(shared_data: Path, english_
     assert [s for _, s in result.run[query_id]] == pytest.approx([r.score for r in expected.results], abs=1e-4)
 
 
-def test_cmteb_pool_is_ordered_by_bm25_then_reranked(cmteb: Dataset, tiny_reranker: Reranker) -> None:
+def test_cmteb_pool_is_ordered_by_bm25_then_reranked_fake_backend(cmteb: Dataset, fake_reranker: Reranker) -> None:
     seen: list[tuple[str, int, int]] = []
-    report = evaluate(cmteb, tiny_reranker, progress=lambda *args: seen.append(args))
+    report = evaluate(cmteb, fake_reranker, progress=lambda *args: seen.append(args))
     (result,) = report.datasets
     assert (result.first_stage, result.queries, result.pairs) == ("bm25-pool", 3, 8)
     assert seen[0] == ("mini", 0, 8)
@@ -79,16 +82,16 @@ def test_cmteb_pool_is_ordered_by_bm25_then_reranked(cmteb: Dataset, tiny_rerank
     for query_id, query in cmteb.queries.items():
         assert cmteb.candidates is not None
         pool = cmteb.candidates[query_id]
-        expected = tiny_reranker.rerank(query, [cmteb.documents[d] for d in pool])
+        expected = fake_reranker.rerank(query, [cmteb.documents[d] for d in pool])
         assert [d for d, _ in result.run[query_id]] == [pool[r.index] for r in expected.results]
     assert set(result.metrics) == set(METRICS)
     assert result.per_query["reranked"]["ndcg@10"].keys() == {"1", "2", "3"}
     assert result.delta["map"] == pytest.approx(result.reranked["map"] - result.metrics["map"])
 
 
-def test_report_json_trec_run_and_compare(tmp_path: Path, cmteb: Dataset, tiny_reranker: Reranker) -> None:
-    long = evaluate(cmteb, tiny_reranker).to_dict()
-    short = evaluate(cmteb, tiny_reranker, max_length=12)
+def test_report_json_trec_run_and_compare_fake_backend(tmp_path: Path, cmteb: Dataset, fake_reranker: Reranker) -> None:
+    long = evaluate(cmteb, fake_reranker).to_dict()
+    short = evaluate(cmteb, fake_reranker, max_length=12)
     assert short.max_length == 12
     saved = tmp_path / "short.json"
     saved.write_text(json.dumps(short.to_dict()))
@@ -109,14 +112,14 @@ def test_report_json_trec_run_and_compare(tmp_path: Path, cmteb: Dataset, tiny_r
         write_trec_run(spaced, tmp_path / "bad.trec")
 
 
-def test_bad_arguments_are_config_errors(cmteb: Dataset, tiny_reranker: Reranker, tmp_path: Path) -> None:
+def test_bad_arguments_are_config_errors_fake_backend(cmteb: Dataset, fake_reranker: Reranker, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="top_k must be a positive integer"):
-        evaluate(cmteb, tiny_reranker, top_k=0)
+        evaluate(cmteb, fake_reranker, top_k=0)
     with pytest.raises(ConfigError, match="max_queries must be a positive integer"):
-        evaluate(cmteb, tiny_reranker, max_queries=0)
+        evaluate(cmteb, fake_reranker, max_queries=0)
     no_candidates = Dataset(name="x", path="x", queries={"q": "a"}, documents={"d": "a"}, qrels={"q": {"d": 1}})
     with pytest.raises(ConfigError, match="x has no candidate lists"):
-        evaluate(no_candidates, tiny_reranker, first_stage="candidates")
+        evaluate(no_candidates, fake_reranker, first_stage="candidates")
     bad = tmp_path / "bad.json"
     bad.write_text('{"datasets": [{"name": "mini"}]}')
     with pytest.raises(DataFormatError, match=r"bad.json: not a saved crossrank evaluation"):

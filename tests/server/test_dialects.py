@@ -1,38 +1,70 @@
-"""Each dialect's request and response shapes against the real server (the shared English model)."""
+"""Each dialect's request and response shapes, twice: against the real server process on the shared English
+model (slow), and in this process on the fake backend (``[fake_backend]``: the app through ``TestClient``,
+token-overlap scores), where the shapes, limits and errors are the same."""
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from crossrank import Reranker
-from server_process import ServerProcess
-
-pytestmark = pytest.mark.slow
+from crossrank.engine.batcher import QueueOptions
+from crossrank.server import ServerOptions, create_app
 
 QUERY = "what is panda?"
 DOCS = ["hi", "The giant panda is a bear native to China.", "Pandas is a Python library.", "hi"]
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running app, the model folder it serves, and the library's relevance scores for DOCS by index."""
+
+    client: httpx.Client
+    model_dir: Path
+    expected: dict[int, float]
+
+
+def _expected(reranker: Reranker) -> dict[int, float]:
+    return {r.index: r.relevance_score for r in reranker.rerank(QUERY, DOCS).results}
+
+
+@pytest.fixture(scope="module", params=["fake_backend", pytest.param("real_server", marks=pytest.mark.slow)])
+def server(request: pytest.FixtureRequest) -> Iterator[Served]:
+    if request.param == "real_server":
+        process = request.getfixturevalue("open_server")
+        model_dir: Path = request.getfixturevalue("english_model_dir")
+        with httpx.Client(base_url=process.url, timeout=30) as client:
+            yield Served(client, model_dir, _expected(request.getfixturevalue("english_reranker")))
+        return
+    model_dir = request.getfixturevalue("fake_model_dir")
+    # What tests/conftest.py's open_server passes as flags: model name, 20 ms wait, every request counted as slow.
+    options = ServerOptions(model_name="minilm", queue=QueueOptions(max_wait_ms=20), slow_ms=0)
+    app = create_app(options, load=lambda: Reranker(str(model_dir), backend="fake"))
+    with TestClient(app) as client:  # runs the lifespan: loads the reranker and warms it up
+        for _ in range(500):
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.02)
+        yield Served(client, model_dir, _expected(request.getfixturevalue("fake_reranker")))
+
+
 @pytest.fixture
-def server(open_server: ServerProcess) -> ServerProcess:
-    return open_server
+def expected(server: Served) -> dict[int, float]:
+    return server.expected
 
 
-@pytest.fixture(scope="module")
-def expected(english_reranker: Reranker) -> dict[int, float]:
-    """The library's relevance scores for DOCS, by index."""
-    return {r.index: r.relevance_score for r in english_reranker.rerank(QUERY, DOCS).results}
+def post(server: Served, path: str, body: object) -> httpx.Response:
+    return server.client.post(path, json=body)
 
 
-def post(server: ServerProcess, path: str, body: object) -> httpx.Response:
-    return httpx.post(server.url + path, json=body, timeout=30)
-
-
-def test_cohere_v2_shape_and_scores(server: ServerProcess, expected: dict[int, float]) -> None:
+def test_cohere_v2_shape_and_scores(server: Served, expected: dict[int, float]) -> None:
     r = post(server, "/v2/rerank", {"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "priority": 0})
     assert r.status_code == 200
     body = r.json()
@@ -56,7 +88,7 @@ def test_cohere_v2_shape_and_scores(server: ServerProcess, expected: dict[int, f
         assert int(r.headers[header]) >= 0
 
 
-def test_cohere_v2_top_n_and_min_score(server: ServerProcess, expected: dict[int, float]) -> None:
+def test_cohere_v2_top_n_and_min_score(server: Served, expected: dict[int, float]) -> None:
     top = post(server, "/v2/rerank", {"model": "m", "query": QUERY, "documents": DOCS, "top_n": 2}).json()["results"]
     assert [x["index"] for x in top] == [1, sorted(expected, key=lambda i: (-expected[i], i))[1]]
     threshold = (expected[1] + expected[2]) / 2
@@ -66,7 +98,7 @@ def test_cohere_v2_top_n_and_min_score(server: ServerProcess, expected: dict[int
     assert len(everything) == 4  # vLLM's convention: 0 means all
 
 
-def test_cohere_v1_documents_as_objects_and_rank_fields(server: ServerProcess) -> None:
+def test_cohere_v1_documents_as_objects_and_rank_fields(server: Served) -> None:
     docs = [{"text": "hi", "id": "a"}, "The giant panda is a bear native to China.", {"title": "Pandas", "body": "x"}]
     r = post(server, "/v1/rerank", {"query": QUERY, "documents": docs[:2], "return_documents": True})
     assert r.status_code == 200
@@ -85,12 +117,12 @@ def test_cohere_v1_documents_as_objects_and_rank_fields(server: ServerProcess) -
     assert len(ranked.json()["results"]) == 3
 
 
-def test_v1_return_documents_false_omits_the_key(server: ServerProcess) -> None:
+def test_v1_return_documents_false_omits_the_key(server: Served) -> None:
     body = post(server, "/v1/rerank", {"query": QUERY, "documents": DOCS, "return_documents": False}).json()
     assert all(set(x) == {"index", "relevance_score"} for x in body["results"])
 
 
-def test_jina_shape(server: ServerProcess, expected: dict[int, float]) -> None:
+def test_jina_shape(server: Served, expected: dict[int, float]) -> None:
     body = post(
         server,
         "/v1/rerank",
@@ -104,7 +136,7 @@ def test_jina_shape(server: ServerProcess, expected: dict[int, float]) -> None:
     assert isinstance(body["usage"]["total_tokens"], int)
 
 
-def test_tei_shape(server: ServerProcess, expected: dict[int, float]) -> None:
+def test_tei_shape(server: Served, expected: dict[int, float]) -> None:
     r = post(server, "/rerank", {"query": QUERY, "texts": DOCS})
     assert r.status_code == 200
     body = r.json()
@@ -120,7 +152,7 @@ def test_tei_shape(server: ServerProcess, expected: dict[int, float]) -> None:
         assert item["text"] == DOCS[item["index"]]
 
 
-def test_vllm_body_on_rerank(server: ServerProcess) -> None:
+def test_vllm_body_on_rerank(server: Served) -> None:
     body = post(server, "/rerank", {"model": "BAAI/bge-reranker-v2-m3", "query": QUERY, "documents": DOCS, "top_n": 0})
     assert body.status_code == 200
     payload = body.json()
@@ -129,7 +161,7 @@ def test_vllm_body_on_rerank(server: ServerProcess) -> None:
     assert payload["results"][0]["document"]["text"] == DOCS[1]
 
 
-def test_empty_documents(server: ServerProcess) -> None:
+def test_empty_documents(server: Served) -> None:
     assert post(server, "/v2/rerank", {"query": QUERY, "documents": []}).json()["results"] == []
     tei = post(server, "/rerank", {"query": QUERY, "texts": []})
     assert tei.status_code == 400
@@ -156,14 +188,14 @@ def test_empty_documents(server: ServerProcess) -> None:
         ("/rerank", {"query": "q", "texts": ["a"], "truncation_direction": "middle"}, "truncation_direction"),
     ],
 )
-def test_wrong_types_are_422_naming_the_field(server: ServerProcess, path: str, body: object, field: str) -> None:
+def test_wrong_types_are_422_naming_the_field(server: Served, path: str, body: object, field: str) -> None:
     r = post(server, path, body)
     assert r.status_code == 422, r.text
     message = r.json()["message" if path.startswith("/v") else "error"]
     assert field in message
 
 
-def test_integral_floats_are_integers_as_in_json_schema(server: ServerProcess) -> None:
+def test_integral_floats_are_integers_as_in_json_schema(server: Served) -> None:
     # Python's json.dumps writes a float count as 2.0; JSON Schema's "integer" takes it.
     documents = ["hi", "The giant panda is a bear.", "Pandas is a Python library."]
     v2 = post(server, "/v2/rerank", {"query": QUERY, "documents": documents, "top_n": 2.0, "max_tokens_per_doc": 512.0})
@@ -174,39 +206,39 @@ def test_integral_floats_are_integers_as_in_json_schema(server: ServerProcess) -
 
 
 @pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank", "/rerank"])
-def test_malformed_json_is_400_in_the_dialects_shape(server: ServerProcess, path: str) -> None:
+def test_malformed_json_is_400_in_the_dialects_shape(server: Served, path: str) -> None:
     for payload in (b'{"query": "q", "documents": [', b"\xff\xfe", b"[1, 2]", b"null"):
-        r = httpx.post(server.url + path, content=payload, headers={"content-type": "application/json"}, timeout=10)
+        r = server.client.post(path, content=payload, headers={"content-type": "application/json"})
         assert 400 <= r.status_code < 500, (payload, r.status_code, r.text)
         body = r.json()
         assert ("message" in body) if path.startswith("/v") else ("error" in body and "error_type" in body)
-    assert httpx.get(server.url + "/health").status_code == 200
+    assert server.client.get("/health").status_code == 200
 
 
-def test_unknown_route_and_method(server: ServerProcess) -> None:
-    assert httpx.get(server.url + "/v2/rerank").status_code == 405
-    missing = httpx.post(server.url + "/nope", json={})
+def test_unknown_route_and_method(server: Served) -> None:
+    assert server.client.get("/v2/rerank").status_code == 405
+    missing = server.client.post("/nope", json={})
     assert missing.status_code == 404
     assert "error" in missing.json()
 
 
-def test_ops_routes(server: ServerProcess, english_model_dir: Path) -> None:
-    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
-    assert httpx.get(server.url + "/ready").json() == {"status": "ready"}
-    info = httpx.get(server.url + "/info").json()
+def test_ops_routes(server: Served) -> None:
+    assert server.client.get("/health").json() == {"status": "ok"}
+    assert server.client.get("/ready").json() == {"status": "ready"}
+    info = server.client.get("/info").json()
     assert info["model_id"] == "minilm"
     assert info["device"] == "cpu"
     assert info["dtype"] == "float32"
     assert info["max_length"] == 512
     assert (info["max_batch_tokens"], info["max_batch_size"], info["min_pass_tokens"]) == (8192, 64, 0)  # CPU
     assert info["limits"]["max_documents"] == 1000
-    assert Path(info["model_path"]).resolve() == english_model_dir.resolve()
-    spec = httpx.get(server.url + "/openapi.json").json()
+    assert Path(info["model_path"]).resolve() == server.model_dir.resolve()
+    spec = server.client.get("/openapi.json").json()
     assert {"/v2/rerank", "/v1/rerank", "/rerank", "/health", "/ready", "/info", "/metrics"} <= set(spec["paths"])
-    assert httpx.get(server.url + "/docs").status_code == 200
+    assert server.client.get("/docs").status_code == 200
 
 
-def test_long_document_options_on_every_route(server: ServerProcess) -> None:
+def test_long_document_options_on_every_route(server: Served) -> None:
     long_document = "The stock market closed lower on Tuesday. " * 150 + "The giant panda is a bear native to China."
     # truncate=false refuses to drop tokens: windows read everything, `first` would drop the rest.
     whole = post(server, "/rerank", {"query": QUERY, "texts": [long_document], "truncate": False})
@@ -227,7 +259,7 @@ def test_long_document_options_on_every_route(server: ServerProcess) -> None:
     assert post(server, "/v1/rerank", {"query": QUERY, "documents": ["d"], "aggregate": "median"}).status_code == 422
 
 
-def test_chunked_documents_carry_their_evidence_span_on_every_route(server: ServerProcess) -> None:
+def test_chunked_documents_carry_their_evidence_span_on_every_route(server: Served) -> None:
     evidence = "The giant panda is a bear native to China."
     long_document = "The stock market closed lower on Tuesday. " * 150 + evidence
     documents = [long_document, "hi"]

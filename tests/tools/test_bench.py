@@ -125,8 +125,8 @@ def benches(*runs: Sequence[str], timeout: float = 600) -> list[subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_xlmr_dir: Path) -> PairTokenizer:
-    return PairTokenizer.from_pretrained(tiny_xlmr_dir)
+def tokenizer(xlmr_pair_tokenizer: PairTokenizer) -> PairTokenizer:
+    return xlmr_pair_tokenizer
 
 
 @pytest.mark.parametrize(("kind", "low", "high"), [("rag", 30, 500), ("short", 8, 48), ("long", 2000, 8000)])
@@ -300,11 +300,12 @@ def test_openvino_peers_quantize_offline(tiny_xlmr_dir: Path, tmp_path: Path) ->
     assert (model / "openvino" / "openvino_model_qint8_quantized.xml").is_file()
 
 
-def test_bad_cli_input_exits_2(tiny_xlmr_dir: Path) -> None:
+@pytest.mark.slow
+def test_bad_cli_input_exits_2(fake_model_dir: Path) -> None:
     no_tokenizer = bench("-m", "m3-shape")
     assert no_tokenizer.returncode == 2
     assert "--tokenizer" in no_tokenizer.stderr
-    bad_peer = bench("-m", str(tiny_xlmr_dir), "--compare", "tei")
+    bad_peer = bench("-m", str(fake_model_dir), "--compare", "tei")
     assert bad_peer.returncode == 2
     assert "unknown peer 'tei'" in bad_peer.stderr
 
@@ -316,6 +317,7 @@ def test_m3_shape_is_bge_reranker_v2_m3s_exact_config(m3_config: dict[str, objec
     assert {k: v for k, v in m3_config.items() if k not in meta} == M3_SHAPE
 
 
+@pytest.mark.slow
 def test_m3_shape_is_built_aside_so_an_interrupted_build_leaves_no_weights(
     xlmr_tokenizer_dir: Path, m3_config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

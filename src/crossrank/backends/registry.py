@@ -15,7 +15,13 @@ __all__ = ["BACKENDS", "load_backend"]
 
 class _BackendFactory(Protocol):
     def __call__(
-        self, model_dir: Path, *, runtime: RuntimeOptions, allow_pickle: bool, trust_remote_code: bool
+        self,
+        model_dir: Path,
+        *,
+        runtime: RuntimeOptions,
+        allow_pickle: bool,
+        trust_remote_code: bool,
+        model_digest: str,
     ) -> Backend: ...
 
 
@@ -23,13 +29,21 @@ class _BackendFactory(Protocol):
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "torch": ("crossrank.backends.torch", "TorchBackend", "torch"),
     "onnx": ("crossrank.backends.onnx", "OnnxBackend", "onnx"),
+    # Token-overlap scores without a model, for tests and demos; needs nothing beyond numpy.
+    "fake": ("crossrank.backends.fake", "FakeBackend", ""),
 }
 
 
 def load_backend(
-    name: str, model_dir: Path, *, runtime: RuntimeOptions, allow_pickle: bool, trust_remote_code: bool
+    name: str,
+    model_dir: Path,
+    *,
+    runtime: RuntimeOptions,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+    model_digest: str,
 ) -> Backend:
-    """Load ``model_dir`` with the backend called ``name``."""
+    """Load ``model_dir`` with the backend called ``name``; ``model_digest`` identifies its files (models/identity)."""
     try:
         module_name, class_name, extra = BACKENDS[name]
     except KeyError:
@@ -42,4 +56,10 @@ def load_backend(
             fix=f"pip install 'crossrank[{extra}]'",
         ) from exc
     factory: _BackendFactory = getattr(module, class_name)
-    return factory(model_dir, runtime=runtime, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    return factory(
+        model_dir,
+        runtime=runtime,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        model_digest=model_digest,
+    )
