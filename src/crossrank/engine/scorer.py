@@ -31,7 +31,7 @@ from crossrank.engine.tokenizer import EncodedPair, EncodedQuery, PairTokenizer
 from crossrank.errors import InputTooLongError
 from crossrank.types import Usage
 
-__all__ = ["RequestScorer", "ScoreRequest", "ScoredRequest", "Scorer", "sigmoid"]
+__all__ = ["RequestScorer", "ScoreRequest", "ScoredRequest", "Scorer", "Work", "plan_work", "sigmoid"]
 
 # Pairs (and their tokens) held at once. Bounds memory for any number or length of documents
 # while leaving the planner enough pairs to sort, so padding stays as small as with one global sort.
@@ -119,7 +119,7 @@ class _Request:
             overlap=self.overlap,
             max_windows=self.max_windows,
             max_tokens=truncation.max_tokens_per_doc,
-            direction=truncation.direction,
+            direction=truncation.truncation_direction,
         )
         if plan.dropped and not truncation.truncate:
             raise self._too_long(f"documents[{index}]", tokens)
@@ -148,6 +148,90 @@ class _Request:
             reason=f"that max_chunks_per_doc={self.max_windows} windows of {self.size} tokens cover",
             fix=f"{fix}, or raise max_chunks_per_doc",
         )
+
+
+def _start(tokenizer: PairTokenizer, request: ScoreRequest) -> _Request:
+    truncation = request.truncation
+    query = tokenizer.encode_query(request.query, truncation)
+    if query.truncated and (truncation.long_query == "reject" or not truncation.truncate):
+        raise InputTooLongError(
+            "query",
+            query.tokens,
+            len(query.ids),
+            reason="allowed for a query (query_max_length, default 3/4 of max_length)",
+            fix="send a shorter query, raise query_max_length, or allow truncation",
+        )
+    size, overlap = request.chunking.window(tokenizer.document_room(query, truncation))
+    first = request.chunking.aggregation.kind == "first"
+    return _Request(request, query, size, overlap, max_windows=1 if first else request.chunking.max_chunks_per_doc)
+
+
+def _encoded(
+    tokenizer: PairTokenizer, requests: Sequence[ScoreRequest], group_chars: int
+) -> Iterator[tuple[int, int, Encoding]]:
+    """(request, document, encoding) in order, tokenised a bounded group at a time."""
+    group: list[tuple[int, int]] = []
+    chars = 0
+    for r, request in enumerate(requests):
+        for d, text in enumerate(request.documents):
+            group.append((r, d))
+            chars += len(text)
+            if len(group) >= _GROUP or chars >= group_chars:
+                yield from _encode_group(tokenizer, requests, group)
+                group, chars = [], 0
+    yield from _encode_group(tokenizer, requests, group)
+
+
+def _encode_group(
+    tokenizer: PairTokenizer, requests: Sequence[ScoreRequest], group: list[tuple[int, int]]
+) -> Iterator[tuple[int, int, Encoding]]:
+    if not group:
+        return
+    encodings = tokenizer.encode_documents([requests[r].documents[d] for r, d in group])
+    for (r, d), encoding in zip(group, encodings, strict=True):
+        yield r, d, encoding
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What a request costs the model: its windows (query-chunk pairs) and their tokens, special tokens included.
+
+    Attributes:
+        windows: pairs the model computes (a document read whole is one).
+        tokens: real tokens of those pairs (what ``Usage.total_tokens`` reports once scored, cache hits aside).
+        complete: ``False`` when counting stopped at ``stop_above``: the request has at least this much work.
+    """
+
+    windows: int
+    tokens: int
+    complete: bool = True
+
+
+# Planning stops at a cap one group at a time: smaller groups than scoring's waste less work on a refused request.
+_PLAN_GROUP_CHARS = 100_000
+
+
+def plan_work(tokenizer: PairTokenizer, request: ScoreRequest, *, stop_above: int | None = None) -> Work:
+    """The windows and tokens ``Scorer.score`` will compute for ``request``, without running the model.
+
+    Tokenises the query and documents exactly as scoring does (so it costs one tokenisation of the
+    request, about 1/100 of the model's time on CPU) and plans each document's windows. With
+    ``stop_above``, counting stops once the tokens pass it, so refusing a huge request costs little.
+    Safe to call from another thread than the scorer's: the tokenizer is only read (engine/tokenizer.py).
+
+    Raises:
+        InputTooLongError: as ``Scorer.score`` would, for a request that refuses cuts.
+    """
+    state = _start(tokenizer, request)
+    per_pair = tokenizer.special_tokens + len(state.query.ids)
+    windows = tokens = 0
+    for _, d, encoding in _encoded(tokenizer, [request], _PLAN_GROUP_CHARS):
+        plan = state.plan(len(encoding.ids), d)
+        windows += len(plan.windows)
+        tokens += sum(per_pair + min(e - s, state.size) for s, e in plan.windows)
+        if stop_above is not None and tokens > stop_above:
+            return Work(windows, tokens, complete=False)
+    return Work(windows, tokens)
 
 
 class RequestScorer(Protocol):
@@ -211,19 +295,7 @@ class Scorer:
         return [self._finish(state) for state in states]
 
     def _start(self, request: ScoreRequest) -> _Request:
-        truncation = request.truncation
-        query = self.tokenizer.encode_query(request.query, truncation)
-        if query.truncated and (truncation.long_query == "reject" or not truncation.truncate):
-            raise InputTooLongError(
-                "query",
-                query.tokens,
-                len(query.ids),
-                reason="allowed for a query (query_max_length, default 3/4 of max_length)",
-                fix="send a shorter query, raise query_max_length, or allow truncation",
-            )
-        size, overlap = request.chunking.window(self.tokenizer.document_room(query, truncation))
-        first = request.chunking.aggregation.kind == "first"
-        return _Request(request, query, size, overlap, max_windows=1 if first else request.chunking.max_chunks_per_doc)
+        return _start(self.tokenizer, request)
 
     def _check_lengths(self, states: Sequence[_Request]) -> None:
         """Refuse too-long documents of requests without truncation before any pair is scored."""
@@ -232,26 +304,7 @@ class Scorer:
             strict[r].plan(len(encoding.ids), d)
 
     def _encoded(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, int, Encoding]]:
-        """(request, document, encoding) in order, tokenised a bounded group at a time."""
-        group: list[tuple[int, int]] = []
-        chars = 0
-        for r, request in enumerate(requests):
-            for d, text in enumerate(request.documents):
-                group.append((r, d))
-                chars += len(text)
-                if len(group) >= _GROUP or chars >= _GROUP_CHARS:
-                    yield from self._encode_group(requests, group)
-                    group, chars = [], 0
-        yield from self._encode_group(requests, group)
-
-    def _encode_group(
-        self, requests: Sequence[ScoreRequest], group: list[tuple[int, int]]
-    ) -> Iterator[tuple[int, int, Encoding]]:
-        if not group:
-            return
-        encodings = self.tokenizer.encode_documents([requests[r].documents[d] for r, d in group])
-        for (r, d), encoding in zip(group, encodings, strict=True):
-            yield r, d, encoding
+        return _encoded(self.tokenizer, requests, _GROUP_CHARS)
 
     def _flush(
         self, pending: list[tuple[int, int, int, EncodedPair]], states: list[_Request], batching: BatchingOptions

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from crossrank.engine.batcher import BatchStats
+from crossrank.engine.batcher import BatchStats, MicroBatcher
 from crossrank.engine.cache import CacheStats
 from crossrank.types import Usage
 
@@ -66,17 +66,35 @@ class Metrics:
         )
         self.in_flight = Gauge("crossrank_requests_in_flight", "rerank requests being answered", registry=r)
         self.ready = Gauge("crossrank_ready", "1 once the model is loaded and warm", registry=r)
-        self.queue_pairs = Gauge("crossrank_queue_pairs", "pairs waiting for the worker", registry=r)
+        # Queued work in the model's unit (README "Limits"); crossrank_queue_pairs is the same count as windows.
+        self.queue_pairs = Gauge(
+            "crossrank_queue_pairs", "windows (query-chunk pairs) waiting for the worker", registry=r
+        )
+        self.queue_windows = Gauge(
+            "crossrank_queue_windows", "windows (query-chunk pairs) waiting for the worker", registry=r
+        )
+        self.queue_tokens = Gauge("crossrank_queue_tokens", "tokens of the windows waiting for the worker", registry=r)
         self.queue_requests = Gauge("crossrank_queue_requests", "requests waiting for the worker", registry=r)
+        self.max_request_tokens = Gauge(
+            "crossrank_max_request_tokens", "tokens of planned work a request may hold (0: no cap)", registry=r
+        )
+        self.throughput = Gauge(
+            "crossrank_throughput_tokens_per_second", "recent scoring throughput (Retry-After's basis)", registry=r
+        )
 
     def watch_cache(self, stats: CacheStats, kind: str) -> None:
         """Export the result cache's counters (read at scrape time)."""
         self.registry.register(_CacheCollector(stats, kind))
 
-    def watch_queue(self, pairs: Callable[[], int], requests: Callable[[], int]) -> None:
-        """Read the queue depth at scrape time."""
-        self.queue_pairs.set_function(pairs)
-        self.queue_requests.set_function(requests)
+    def watch_queue(self, batcher: MicroBatcher) -> None:
+        """Read the queue's depth, bounds and counters at scrape time."""
+        self.queue_pairs.set_function(lambda: batcher.queued_windows)
+        self.queue_windows.set_function(lambda: batcher.queued_windows)
+        self.queue_tokens.set_function(lambda: batcher.queued_tokens)
+        self.queue_requests.set_function(lambda: batcher.queued_requests)
+        self.max_request_tokens.set_function(lambda: batcher.max_request_tokens or 0)
+        self.throughput.set_function(lambda: batcher.tokens_per_second)
+        self.registry.register(_QueueCollector(batcher))
 
     def observe_batch(self, stats: BatchStats) -> None:
         """One forward pass (called on the worker thread; prometheus-client is thread-safe)."""
@@ -99,6 +117,32 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class _QueueCollector(Collector):
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self.batcher = batcher
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        stats = self.batcher.stats
+        for name, value, text in (
+            (
+                "crossrank_dropped_windows",
+                stats.dropped_windows,
+                "planned windows never computed because their caller had gone (queued, or between forward passes)",
+            ),
+            (
+                "crossrank_stopped_scoring",
+                stats.stopped_calls,
+                "scoring calls stopped between forward passes because all their callers had gone",
+            ),
+            (
+                "crossrank_refused_requests",
+                stats.refused_requests,
+                "requests answered 413 before queueing: their planned work passed --max-request-tokens",
+            ),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
 
 
 class _CacheCollector(Collector):

@@ -59,6 +59,7 @@ async def ready(service: Service) -> JSONResponse:
 async def info(service: Service) -> dict[str, Any]:
     """The model, how it runs, and the server's limits."""
     o = service.options
+    batcher = service.state.reranker.batcher if service.state.reranker is not None else None
     body: dict[str, Any] = {
         "version": __version__,
         "model_id": o.model_name,
@@ -69,6 +70,9 @@ async def info(service: Service) -> dict[str, Any]:
             "max_query_chars": o.max_query_chars,
             "max_body_bytes": o.max_body_bytes,
             "max_queue_pairs": o.queue.max_queue_pairs,
+            # In tokens of planned work (windows x tokens); null: no bound (the cap is measured once the model loads).
+            "max_queue_tokens": batcher.max_queue_tokens if batcher else o.queue.max_queue_tokens,
+            "max_request_tokens": batcher.max_request_tokens if batcher else o.queue.max_request_tokens,
             "max_wait_ms": o.queue.max_wait_ms,
             "max_batch_requests": o.queue.max_batch_requests,
         },
@@ -90,6 +94,10 @@ async def info(service: Service) -> dict[str, Any]:
             max_batch_size=rr.batching.max_batch_size,
             min_pass_tokens=rr.batching.min_pass_tokens,
             cache=type(rr.scorer.cache).__name__ if isinstance(rr.scorer, CachedScorer) else None,
+            # What the scores depend on (the model's files, backend, precision, the default options): replicas
+            # with equal fingerprints give equal scores.
+            fingerprint=rr.fingerprint().digest,
+            scoring=rr.fingerprint().values,
         )
     return body
 

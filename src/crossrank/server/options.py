@@ -8,7 +8,11 @@ from crossrank.engine.batcher import QueueOptions
 from crossrank.errors import ConfigError
 from crossrank.settings import Settings
 
-__all__ = ["ServerOptions"]
+__all__ = ["REQUEST_SECONDS", "ServerOptions"]
+
+# With no --max-request-tokens, a request may plan this many seconds of work for the model, at the tokens/s
+# measured when the server starts (README, "Limits"): small requests never wait longer behind a big one.
+REQUEST_SECONDS = 5.0
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -22,7 +26,8 @@ class ServerOptions:
     Attributes:
         model_name: the model id reported in responses and ``/info``.
         api_keys: accepted ``Authorization: Bearer`` keys; empty means no auth.
-        queue: the micro-batcher's wait and bounds.
+        queue: the micro-batcher's wait and bounds, in windows and tokens of planned work (a request over
+            its ``max_request_tokens`` is answered 413 before it is queued).
         max_documents: documents per request at most (413 beyond).
         max_document_chars: characters per document at most (413 beyond).
         max_query_chars: characters of the query at most (413 beyond).
@@ -45,6 +50,7 @@ class ServerOptions:
         if any(not key.isprintable() or " " in key for key in self.api_keys):
             raise ConfigError("an API key contains spaces or control characters", fix="use keys of visible characters")
         if self.max_documents > self.queue.max_queue_pairs:
+            # Every document is one window at least.
             raise ConfigError(
                 f"max_documents ({self.max_documents}) is more than max_queue_pairs ({self.queue.max_queue_pairs}):"
                 " the largest allowed request could never be queued behind another",
@@ -60,6 +66,9 @@ class ServerOptions:
             queue=QueueOptions(
                 max_wait_ms=settings.max_wait_ms,
                 max_queue_pairs=settings.max_queue_pairs,
+                max_queue_tokens=settings.max_queue_tokens,
+                max_request_tokens=settings.max_request_tokens,
+                max_request_seconds=REQUEST_SECONDS,
                 max_batch_requests=settings.max_batch_requests,
             ),
             max_documents=settings.max_documents,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from fastapi import Request, Response
 
 from crossrank.async_reranker import AsyncReranker
+from crossrank.config import RerankOptions
 from crossrank.errors import CrossrankError, LimitExceededError, OverloadedError
 from crossrank.server.errors import ClientClosedError, NotReadyError
 from crossrank.server.metrics import Metrics
@@ -40,7 +41,7 @@ class RerankCall:
     top_n: int | None = None
     min_score: float | None = None
     use_cache: bool = True
-    options: dict[str, Any] = field(default_factory=dict)  # Reranker.rerank's long-document options
+    options: RerankOptions = field(default_factory=RerankOptions)  # the request's score-changing options
 
 
 class ServerState:
@@ -115,7 +116,7 @@ class RerankService:
                 min_score=call.min_score,
                 return_documents=False,
                 use_cache=use_cache,
-                **call.options,
+                options=call.options,
             )
         )
         try:
