@@ -16,6 +16,7 @@ from crossrank.engine.cache import CachedScorer
 from crossrank.errors import CrossrankError, ModelError
 from crossrank.reranker import Reranker
 from crossrank.server import cohere, ops, tei
+from crossrank.server.body import document_bodies
 from crossrank.server.errors import install_error_handlers
 from crossrank.server.metrics import Metrics
 from crossrank.server.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, document_auth
@@ -49,8 +50,8 @@ async def _start(app: FastAPI, load: Callable[[], Reranker], on_fatal: Callable[
         on_fatal(error)
         return
     async_reranker = AsyncReranker(reranker, options.queue, on_batch=metrics.observe_batch)
-    async_reranker.start()
-    metrics.watch_queue(lambda: async_reranker.batcher.queued_pairs, lambda: async_reranker.batcher.queued_requests)
+    await asyncio.to_thread(async_reranker.start)  # it may calibrate the request cap: a second of model work
+    metrics.watch_queue(async_reranker.batcher)
     if isinstance(reranker.scorer, CachedScorer):
         metrics.watch_cache(reranker.scorer.cache.stats, reranker.scorer.cache.kind)
     state.reranker, state.status = async_reranker, "ready"
@@ -104,6 +105,7 @@ def create_app(
     install_error_handlers(app)
     for router in (cohere.router, tei.router, ops.router):
         app.include_router(router)
+    document_bodies(app, {**cohere.BODIES, **tei.BODIES}, options.max_documents)
     # Added innermost first. Auth before the body limit, so no one without a key makes the server
     # read a body; CORS outside auth, so browsers' preflight requests (which carry no key) pass.
     app.add_middleware(BodyLimitMiddleware, limit=options.max_body_bytes)

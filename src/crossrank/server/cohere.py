@@ -8,8 +8,11 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 
+from crossrank.config import RerankOptions
 from crossrank.errors import InputError
+from crossrank.server.body import json_body
 from crossrank.server.errors import RERANK_ERRORS, documented_errors
 from crossrank.server.schemas import (
     MAX_NESTING,
@@ -31,10 +34,14 @@ from crossrank.server.schemas import (
 from crossrank.server.service import RerankCall, RerankService, get_service
 from crossrank.types import RerankResult
 
-__all__ = ["document_texts", "long_document_options", "router", "v1_response"]
+__all__ = ["BODIES", "document_texts", "router", "v1_response"]
 
 router = APIRouter(tags=["rerank"])
 Service = Annotated[RerankService, Depends(get_service)]
+# Bodies are read by json_body (lists cut at --max-documents, big ones off the event loop), not by FastAPI.
+V2Body = Annotated[CohereV2Request, Depends(json_body(CohereV2Request))]
+V1Body = Annotated[RerankV1Request, Depends(json_body(RerankV1Request))]
+BODIES: dict[str, type[BaseModel]] = {"/v2/rerank": CohereV2Request, "/v1/rerank": RerankV1Request}  # OpenAPI
 
 
 def document_texts(documents: Sequence[str | DocumentObject], rank_fields: Sequence[str] | None = None) -> list[str]:
@@ -59,11 +66,6 @@ def document_texts(documents: Sequence[str | DocumentObject], rank_fields: Seque
         else:
             raise InputError(f"documents[{i}].text is required (or name the fields to rank on in rank_fields)")
     return texts
-
-
-def long_document_options(**options: Any) -> dict[str, Any]:
-    """The long-document options a request set (``None``: the server's default)."""
-    return {name: value for name, value in options.items() if value is not None}
 
 
 def _echo(document: str | DocumentObject) -> EchoedDocument:
@@ -107,10 +109,10 @@ def v1_response(
     response_model_exclude_none=True,
     responses=documented_errors("/v2/rerank", *RERANK_ERRORS),
 )
-async def rerank_v2(body: CohereV2Request, request: Request, response: Response, service: Service) -> CohereV2Response:
+async def rerank_v2(body: V2Body, request: Request, response: Response, service: Service) -> CohereV2Response:
     """Cohere v2 rerank: results ``{index, relevance_score}`` by relevance, highest first."""
     texts = document_texts(body.documents)
-    options = long_document_options(aggregate=body.aggregate, max_tokens_per_doc=body.max_tokens_per_doc)
+    options = RerankOptions(aggregate=body.aggregate, max_tokens_per_doc=body.max_tokens_per_doc)
     call = RerankCall(
         query=body.query, documents=texts, top_n=body.top_n or None, min_score=body.min_score, options=options
     )
@@ -130,10 +132,10 @@ async def rerank_v2(body: CohereV2Request, request: Request, response: Response,
     response_model_exclude_none=True,
     responses=documented_errors("/v1/rerank", *RERANK_ERRORS),
 )
-async def rerank_v1(body: RerankV1Request, request: Request, response: Response, service: Service) -> RerankV1Response:
+async def rerank_v1(body: V1Body, request: Request, response: Response, service: Service) -> RerankV1Response:
     """Cohere v1 and Jina rerank: documents echoed as ``{"text": ...}`` unless ``return_documents`` is false."""
     texts = document_texts(body.documents, body.rank_fields)
-    options = long_document_options(aggregate=body.aggregate, max_chunks_per_doc=body.max_chunks_per_doc)
+    options = RerankOptions(aggregate=body.aggregate, max_chunks_per_doc=body.max_chunks_per_doc)
     call = RerankCall(
         query=body.query, documents=texts, top_n=body.top_n or None, min_score=body.min_score, options=options
     )

@@ -32,6 +32,7 @@ __all__ = [
     "ClientClosedError",
     "EmptyTextsError",
     "NotReadyError",
+    "TooManyItemsError",
     "documented_errors",
     "error_response",
     "install_error_handlers",
@@ -46,6 +47,14 @@ class NotReadyError(CrossrankError):
 
 class EmptyTextsError(InputError):
     """TEI answers an empty ``texts`` list with 400 ``{"error_type": "empty"}``."""
+
+
+class TooManyItemsError(LimitExceededError):
+    """A request list has more items than its limit; it was read no further, so how many more is not known."""
+
+    def __init__(self, field: str, limit: int, *, unit: str, fix: str) -> None:
+        super().__init__(field, limit + 1, limit, unit=unit, fix=fix)
+        self.message = f"{field}: more than the limit of {limit} {unit}"
 
 
 class ClientClosedError(CrossrankError):

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from crossrank.config import MAX_CHUNKS_PER_DOC
 from crossrank.engine.tokenizer import replace_surrogates
 from crossrank.types import ScoredDocument
 
@@ -140,7 +141,7 @@ class RerankV1Request(_Request):
     rank_fields: list[StrictStr] | None = Field(
         default=None, description="Cohere v1: which fields of object documents to rank on, in order."
     )
-    max_chunks_per_doc: StrictInt | None = Field(default=None, ge=1)
+    max_chunks_per_doc: StrictInt | None = Field(default=None, ge=1, le=MAX_CHUNKS_PER_DOC)
 
 
 # Exactly one of `texts` and `documents` is a list (the validator below), as JSON Schema says it.

@@ -5,16 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 
-from crossrank.server.cohere import document_texts, long_document_options, v1_response
+from crossrank.config import RerankOptions
+from crossrank.server.body import json_body
+from crossrank.server.cohere import document_texts, v1_response
 from crossrank.server.errors import RERANK_ERRORS, EmptyTextsError, documented_errors
 from crossrank.server.schemas import Evidence, RerankV1Response, TeiRank, TeiRerankRequest, utf8_safe
 from crossrank.server.service import RerankCall, RerankService, get_service
 
-__all__ = ["router"]
+__all__ = ["BODIES", "router"]
 
 router = APIRouter(tags=["rerank"])
 Service = Annotated[RerankService, Depends(get_service)]
+Body = Annotated[TeiRerankRequest, Depends(json_body(TeiRerankRequest))]  # read as cohere.py's bodies are
+BODIES: dict[str, type[BaseModel]] = {"/rerank": TeiRerankRequest}  # for the OpenAPI document
 
 
 @router.post(
@@ -24,12 +29,14 @@ Service = Annotated[RerankService, Depends(get_service)]
     responses=documented_errors("/rerank", *RERANK_ERRORS),
 )
 async def rerank(
-    body: TeiRerankRequest, request: Request, response: Response, service: Service
+    body: Body, request: Request, response: Response, service: Service
 ) -> list[TeiRank] | RerankV1Response:
     """Rerank with TEI's body (answer: a list of ``{index, score, text?}`` by score) or vLLM's (answer: an object)."""
     top_n = body.top_n or None
-    options = long_document_options(
-        aggregate=body.aggregate, truncate=body.truncate, truncation_direction=body.truncation_direction.lower()
+    options = RerankOptions(
+        aggregate=body.aggregate,
+        truncate=body.truncate,
+        truncation_direction="left" if body.truncation_direction.lower() == "left" else "right",
     )
     if body.texts is None:
         documents = body.documents or []
