@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -90,10 +89,12 @@ def main() -> int:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "crossrank", "serve", "-m", args.model, "--device", "cpu", "--port", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SystemExit(f"the server exited with {server.returncode}")
             try:
                 if httpx.get(url + "/ready", timeout=2).status_code == 200:
                     break

@@ -4,7 +4,8 @@
     python benchmarks/reliability.py --check    # the same, but exits 1 when any test failed (the table says which)
 
 Each test in tests/reliability calls the ``record_figures`` fixture with its parameters and measurements; this
-script sets CROSSRANK_RELIABILITY_OUT so they are collected, then renders one table row per test.
+script sets CROSSRANK_RELIABILITY_OUT so they are collected, then renders one table row per test. The file's other
+``## `` sections (figures of other benchmarks, e.g. benchmarks/admission.py and big_body.py) are kept.
 """
 
 from __future__ import annotations
@@ -83,10 +84,22 @@ def main() -> int:
     for test, outcome in sorted(outcomes.items()):
         if test not in recorded:
             lines.append(f"| `{test.split('::')[-1]}` | (no figures recorded) | | | {outcome} |")
-    lines += ["", "## Dependency audit (pip-audit)", "", "```", _pip_audit(), "```", ""]
-    args.out.write_text("\n".join(lines))
+    lines += ["", _AUDIT, "", "```", _pip_audit(), "```", ""]
+    args.out.write_text("\n".join(lines) + _kept_sections(args.out))
     print(f"wrote {args.out}")
     return 1 if args.check and done.returncode != 0 else 0
+
+
+_AUDIT = "## Dependency audit (pip-audit)"
+
+
+def _kept_sections(path: Path) -> str:
+    """The ``## `` sections of ``path`` that this script does not write (figures measured by other benchmarks)."""
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    sections = ["## " + part for part in text.split("\n## ")[1:]]
+    return "".join("\n" + part.rstrip("\n") + "\n" for part in sections if not part.startswith(_AUDIT))
 
 
 def _outcomes(junit: Path) -> dict[str, str]:

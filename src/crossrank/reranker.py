@@ -415,9 +415,8 @@ class Reranker:
         Raises:
             InputTooLongError: a text is over its limit and ``truncate=False`` or ``long_query='reject'``.
         """
-        flat = {
-            k: v for k, v in locals().items() if k in _RERANK_OPTION_NAMES and v is not None
-        }  # the flat keywords above, by their RerankOptions names
+        # The flat keywords above are RerankOptions' fields by name; those given win over ``options``.
+        flat = {k: v for k, v in locals().items() if k in _RERANK_OPTION_NAMES and v is not None}
         call = dataclasses.replace(options or RerankOptions(), **flat)
         request = self.prepare(query, documents, top_n=top_n, min_score=min_score, use_cache=use_cache, options=call)
         (scored,) = self._loaded.scorer.score([request], self.batching)

@@ -3,8 +3,8 @@
 FastAPI reads a JSON body with ``json.loads`` and validates it on the event loop before a route runs: a 20 MB body
 of 1.4 million tiny documents held the loop (so ``/health`` too) for 8 s and grew the process by 1.1 GB, all to
 be refused by the documents limit afterwards. Here the lists in ``LIMITED_LISTS`` are decoded one item at a time
-and refused (413) at the first item past the limit, the rest of the body unread; a big body is decoded and
-validated in a worker thread, one list item per step, so the loop gets the GIL between steps.
+and refused (413) at the first item past the limit, the rest of the body left undecoded; a big body is decoded
+and validated in a worker thread, one list item per step, so the loop gets the GIL between steps.
 
 Everything else stays as FastAPI does it, so clients see the same answers: the same JSON decoder (``json``'s),
 content-type rule, 400 for a body that does not parse and 422 with FastAPI's error list for one that does not
