@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from crossrank.models.formats import check_tokenizer_json
 from crossrank.models.identity import model_digest
 from crossrank.models.info import ModelInfo
 from crossrank.models.resolve import resolve_model
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["LoadedModel", "assemble", "check_max_length", "describe", "load_model", "load_tokenizer"]
 
@@ -68,7 +71,16 @@ def load_model(options: RerankerOptions, *, backend: Backend | None = None) -> L
         trust_remote_code=spec.trust_remote_code,
         model_digest=digest,
     )
-    return assemble(info, tokenizer, runner, digest, options.cache, started=started)
+    loaded = assemble(info, tokenizer, runner, digest, options.cache, started=started)
+    _log.info(
+        "loaded %s: %s backend, %s on %s, %.1f s",
+        info.path.name,
+        runner.name,
+        runner.dtype,
+        runner.device,
+        loaded.load_seconds,
+    )
+    return loaded
 
 
 def describe(options: RerankerOptions) -> Fingerprint:

@@ -19,6 +19,7 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification
 
+from crossrank.backends.torch import quiet_loading
 from crossrank.errors import BackendError, IntegrityError
 
 __all__ = ["ExportedGraph", "export_onnx"]
@@ -59,13 +60,14 @@ class ExportedGraph:
 def _load(model_dir: Path, *, allow_pickle: bool, trust_remote_code: bool) -> Any:
     try:
         # Eager attention exports to the MatMul/Softmax pattern onnxruntime fuses into one Attention op.
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir,
-            dtype=torch.float32,
-            attn_implementation="eager",
-            use_safetensors=None if allow_pickle else True,
-            trust_remote_code=trust_remote_code,
-        )
+        with quiet_loading():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir,
+                dtype=torch.float32,
+                attn_implementation="eager",
+                use_safetensors=None if allow_pickle else True,
+                trust_remote_code=trust_remote_code,
+            )
     except (OSError, RuntimeError, ValueError) as exc:
         raise IntegrityError(
             f"could not load the weights in {model_dir} for the ONNX export: {exc}",

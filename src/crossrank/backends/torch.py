@@ -8,11 +8,13 @@ processes holding the rest. A half-precision batch whose scores overflow is reco
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from transformers import AutoModelForSequenceClassification
+from transformers.utils import logging as transformers_logging
 
 from crossrank.backends.base import EncodedBatch
 from crossrank.backends.gpu import describe_processes, nvml_report
@@ -40,6 +43,20 @@ from crossrank.errors import ConfigError, DeviceMemoryError, InferenceError, Int
 __all__ = ["RecoveryStats", "TorchBackend", "cpu_autocasts_bf16"]
 
 _log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" progress bar off while crossrank loads a model (the loader logs one line
+    instead): it was printed on every load, from the library too and to logs that are not terminals."""
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
+
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _GIB = 2**30
@@ -188,9 +205,10 @@ class TorchBackend:
     def _load(self, dtype: torch.dtype) -> Any:
         try:
             # transformers picks SDPA attention by itself wherever the architecture supports it.
-            return AutoModelForSequenceClassification.from_pretrained(
-                self._model_dir, dtype=dtype, **self._load_options
-            )
+            with quiet_loading():
+                return AutoModelForSequenceClassification.from_pretrained(
+                    self._model_dir, dtype=dtype, **self._load_options
+                )
         except (OSError, RuntimeError, ValueError) as exc:
             if "trust_remote_code" in str(exc):
                 raise UnsupportedModelError(
