@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,8 @@ from crossrank.models.info import ModelInfo
 from crossrank.types import RerankResult
 
 __all__ = ["Reranker"]
+
+_log = logging.getLogger(__name__)
 
 
 def _check_text(value: object, what: str) -> str:
@@ -284,6 +287,13 @@ class Reranker:
         return truncation, chunking
 
     def _warn_if_cut(self, request: ScoreRequest, scored: ScoredRequest, stacklevel: int = 3) -> None:
+        if scored.usage.unreadable_texts:
+            _log.warning(
+                "%d of the texts are mostly tokens %s cannot read (another language?): their scores are guesses; "
+                "use a model that reads it, such as BAAI/bge-reranker-v2-m3",
+                scored.usage.unreadable_texts,
+                self._loaded.info.path.name,
+            )
         if scored.usage.truncated_queries:
             cap = self._loaded.scorer.tokenizer.query_cap(request.truncation)
             warnings.warn(

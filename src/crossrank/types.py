@@ -55,6 +55,8 @@ class Usage:
         cached_documents: documents answered from the result cache (the model did not read them).
         chunks: (query, window) pairs the model read; equals the number of documents when none was split.
         chunked_documents: documents split into more than one window.
+        unreadable_texts: texts the model read (the query, documents) of which at least 30% of the tokens
+            are unknown to its vocabulary (a language it does not read): their scores are guesses.
     """
 
     total_tokens: int = 0
@@ -64,6 +66,7 @@ class Usage:
     cached_documents: int = 0
     chunks: int = 0
     chunked_documents: int = 0
+    unreadable_texts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,7 @@ class _Tally:
     truncated_tokens: int = 0
     chunks: int = 0
     chunked_documents: int = 0
+    unreadable_texts: int = 0
 
     def add_document(self, plan: WindowPlan) -> None:
         self.truncated_documents += plan.dropped > 0
@@ -284,6 +285,7 @@ class Scorer:
             state.scores.append(np.empty(len(plan.windows), dtype=np.float32))
             state.spans.append([window_span(offsets, s, e, text_length, whole=whole) for s, e in plan.windows])
             state.tally.add_document(plan)
+            state.tally.unreadable_texts += self.tokenizer.unreadable(ids)
             for c, (s, e) in enumerate(plan.windows):
                 pair = self.tokenizer.build_pair(state.query, ids[s:e], state.request.truncation)
                 pending.append((r, d, c, pair))
@@ -295,7 +297,9 @@ class Scorer:
         return [self._finish(state) for state in states]
 
     def _start(self, request: ScoreRequest) -> _Request:
-        return _start(self.tokenizer, request)
+        state = _start(self.tokenizer, request)
+        state.tally.unreadable_texts = int(self.tokenizer.unreadable(state.query.ids))
+        return state
 
     def _check_lengths(self, states: Sequence[_Request]) -> None:
         """Refuse too-long documents of requests without truncation before any pair is scored."""
@@ -340,6 +344,7 @@ class Scorer:
                 truncated_queries=int(state.query.truncated),
                 chunks=tally.chunks,
                 chunked_documents=tally.chunked_documents,
+                unreadable_texts=tally.unreadable_texts,
             ),
             spans=spans,
             chunks=chunks,

@@ -28,9 +28,13 @@ from crossrank.backends.base import EncodedBatch
 from crossrank.config import TOKENIZER_INPUTS, TruncationOptions
 from crossrank.errors import UnsupportedModelError
 
-__all__ = ["EncodedPair", "EncodedQuery", "PairTokenizer", "replace_surrogates"]
+__all__ = ["UNREADABLE_SHARE", "EncodedPair", "EncodedQuery", "PairTokenizer", "replace_surrogates"]
 
 _log = logging.getLogger(__name__)
+
+# A text at least this share of whose tokens are unknown to the vocabulary cannot be judged by the model
+# (e.g. Chinese for an English-only model): its score is noise, so it is counted and warned about.
+UNREADABLE_SHARE = 0.3
 
 _SAVED_FORMAT = 1
 
@@ -213,10 +217,17 @@ class PairTokenizer:
 
     def unknown_fraction(self, text: str) -> float:
         """Share of ``text``'s tokens that the vocabulary cannot represent (0 for empty text)."""
-        ids = self._tokenizer.encode(replace_surrogates(text), add_special_tokens=False).ids
+        return self.unknown_share(self._tokenizer.encode(replace_surrogates(text), add_special_tokens=False).ids)
+
+    def unknown_share(self, ids: Sequence[int]) -> float:
+        """Share of ``ids`` that are the unknown token (0 for none)."""
         if not ids or self._unk_token_id is None:
             return 0.0
-        return ids.count(self._unk_token_id) / len(ids)
+        return list(ids).count(self._unk_token_id) / len(ids)
+
+    def unreadable(self, ids: Sequence[int]) -> bool:
+        """Whether a text of these ids is mostly beyond the vocabulary (``UNREADABLE_SHARE``): not judged, guessed."""
+        return self.unknown_share(ids) >= UNREADABLE_SHARE
 
     def query_cap(self, truncation: TruncationOptions) -> int:
         """The query's token cap (never so long that no document token fits)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from crossrank.engine.tokenizer import UNREADABLE_SHARE
 from crossrank.reranker import Reranker
 
 __all__ = ["CHECK_CASES", "CheckReport", "PairCheck", "run_check"]
@@ -22,8 +23,6 @@ CHECK_CASES: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("en", "what is a panda?", "The giant panda is a bear species endemic to China.", "hi"),
 )
-# A language whose text is mostly unknown tokens to the model cannot be judged, only skipped.
-_MAX_UNKNOWN = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +77,7 @@ def run_check(reranker: Reranker) -> CheckReport:
     for language in dict.fromkeys(case[0] for case in CHECK_CASES):
         text = "".join("".join(case[1:]) for case in CHECK_CASES if case[0] == language)
         unknown = reranker.unknown_fraction(text)
-        if unknown > _MAX_UNKNOWN:
+        if unknown >= UNREADABLE_SHARE:  # a language the model cannot read is skipped, not judged
             skipped[language] = f"{unknown:.0%} of its tokens are unknown to this model's vocabulary"
     cases = [case for case in CHECK_CASES if case[0] not in skipped]
     pairs = [(q, d) for _, q, rel, irr in cases for d in (rel, irr)]

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from crossrank.engine.tokenizer import UNREADABLE_SHARE
+from crossrank.errors import InputError
 from crossrank.reranker import Reranker
 
 __all__ = ["DEMO_CASES", "DemoReport", "DemoRow", "keyword_overlap", "pick_language", "run_demo"]
@@ -79,12 +81,23 @@ class DemoReport:
 def pick_language(reranker: Reranker) -> Language:
     """Chinese when the model's vocabulary reads Chinese, else English."""
     query, documents = DEMO_CASES["zh"]
-    return "zh" if reranker.unknown_fraction(query + "".join(documents)) <= 0.3 else "en"
+    return "zh" if reranker.unknown_fraction(query + "".join(documents)) < UNREADABLE_SHARE else "en"
 
 
 def run_demo(reranker: Reranker, language: Language) -> DemoReport:
-    """Rank the language's candidates by keyword overlap and by the reranker."""
+    """Rank the language's candidates by keyword overlap and by the reranker.
+
+    Raises:
+        InputError: the model cannot read the language (its ranking would be noise, shown as if it meant something).
+    """
     query, documents = DEMO_CASES[language]
+    unknown = reranker.unknown_fraction(query + "".join(documents))
+    if unknown >= UNREADABLE_SHARE:
+        raise InputError(
+            f"{reranker.info.path.name} cannot read the {language!r} examples: {unknown:.0%} of their tokens are "
+            "unknown to its vocabulary",
+            fix="use --lang auto (or another language), or a multilingual model such as BAAI/bge-reranker-v2-m3",
+        )
     keyword = [keyword_overlap(query, d) for d in documents]
     keyword_order = sorted(range(len(documents)), key=lambda i: -keyword[i])
     started = time.perf_counter()
