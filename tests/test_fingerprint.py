@@ -31,22 +31,14 @@ from crossrank.batch import run
 from crossrank.cli import app
 from crossrank.config import CacheOptions, flat_option_names
 from crossrank.engine.cache import CachedScorer, LRUScoreCache
-from crossrank.settings import Settings
+from crossrank.settings import _DOOR_FIELDS, Settings
 
 
 def test_every_flat_option_is_declared_once_and_means_the_same_everywhere() -> None:
     """Reranker's keywords, Settings' reranker fields and RerankerOptions.from_flat's names are one list."""
     keywords = [p for p in inspect.signature(Reranker.__init__).parameters if p != "self"]
     assert sorted(keywords) == sorted(flat_option_names())
-    door_fields = {"host", "port", "api_key", "served_model_name", "slow_ms", "cors_origins", "graceful_timeout"}
-    reranker_fields = {
-        name
-        for name in Settings.model_fields
-        if name not in door_fields
-        and not name.startswith(("celery_", "max_queue", "max_request", "max_wait"))
-        and name not in {"max_batch_requests", "max_documents", "max_document_chars", "max_query_chars"}
-        and name not in {"max_body_bytes"}
-    }
+    reranker_fields = set(Settings.model_fields) - _DOOR_FIELDS  # the servers' and workers' own settings
     assert reranker_fields == set(flat_option_names())
     per_call = {f.name for f in dataclasses.fields(RerankOptions)}
     assert per_call == {f.name for f in dataclasses.fields(TruncationOptions)} | {

@@ -78,13 +78,17 @@ class Settings(BaseSettings):
     slow_ms: float = Field(default=200.0, ge=0)
     cors_origins: str | None = Field(default=None, description="allowed origins, separated by commas")
     graceful_timeout: float = Field(default=30.0, ge=0)
+    max_connections: int = Field(default=1000, ge=1, description="open connections or requests at most (503 beyond)")
+    keep_alive_timeout: int = Field(default=5, ge=1, description="seconds an idle kept-alive connection stays open")
+    header_timeout: float = Field(default=10.0, gt=0, description="seconds to receive a request's headers")
+    body_timeout: float = Field(default=30.0, gt=0, description="seconds a request body may pause between chunks")
 
     # Celery (`crossrank worker`, crossrank.integrations.celery)
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
     celery_result_backend: str = "redis://127.0.0.1:6379/1"
     celery_time_limit: int = Field(default=300, ge=1, description="seconds a rerank task may run (soft limit)")
-    celery_visibility_timeout: int = Field(
-        default=3600, ge=1, description="seconds before a dead worker's task is re-sent"
+    celery_visibility_timeout: int | None = Field(
+        default=None, ge=1, description="seconds before a dead worker's task is re-sent (None: derived, see celery.py)"
     )
     celery_result_expires: int = Field(default=86400, ge=1)
 
@@ -116,6 +120,10 @@ _DOOR_FIELDS = {
     "slow_ms",
     "cors_origins",
     "graceful_timeout",
+    "max_connections",
+    "keep_alive_timeout",
+    "header_timeout",
+    "body_timeout",
     "celery_broker_url",
     "celery_result_backend",
     "celery_time_limit",

@@ -239,6 +239,46 @@ def test_a_damaged_export_is_made_again(tmp_path: Path, xlmr_tokenizer_dir: Path
     assert (folder / "model.onnx").stat().st_size > 1000
 
 
+def test_an_export_whose_files_differ_from_its_manifest_is_made_again(
+    tmp_path: Path, xlmr_tokenizer_dir: Path, m3_config: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A graph that loads but is not the one exported (another model's, same size) or a truncated copy is caught
+    by the manifest's sizes and hashes; before they were recorded, the wrong graph's scores came back."""
+    model_dir = build_tiny_xlmr(tmp_path / "tiny", xlmr_tokenizer_dir, m3_config, seed=11)
+    other_dir = build_tiny_xlmr(tmp_path / "other", xlmr_tokenizer_dir, m3_config, seed=12)
+    with Reranker(str(model_dir), backend="onnx") as rr:
+        want = rr.compute_score(["q", "a document"])
+    Reranker(str(other_dir), backend="onnx").close()
+    [folder], [other] = exports(model_dir), exports(other_dir)
+    manifest = json.loads((folder / "crossrank-export.json").read_text())
+    assert manifest["files"]["model.onnx"]["size"] == (folder / "model.onnx").stat().st_size
+    assert (other / "model.onnx").stat().st_size == (folder / "model.onnx").stat().st_size  # only the hash differs
+    caplog.set_level(logging.INFO, logger="crossrank.backends.onnx")
+
+    shutil.copyfile(other / "model.onnx", folder / "model.onnx")
+    with Reranker(str(model_dir), backend="onnx") as rr:
+        assert rr.compute_score(["q", "a document"]) == pytest.approx(want, abs=1e-6)
+    assert "content differs from the hash in the manifest; exporting the model again" in caplog.text
+
+    with (folder / "model.onnx").open("ab") as handle:
+        handle.write(b"\0" * 16)  # a file of another size (a copy gone wrong)
+    with Reranker(str(model_dir), backend="onnx") as rr:
+        assert rr.compute_score(["q", "a document"]) == pytest.approx(want, abs=1e-6)
+    assert "bytes where the manifest says" in caplog.text
+
+    # An export from before the manifest recorded its files is not trusted either.
+    recorded = json.loads((folder / "crossrank-export.json").read_text())
+    del recorded["files"]
+    (folder / "crossrank-export.json").write_text(json.dumps(recorded))
+    caplog.clear()
+    Reranker(str(model_dir), backend="onnx").close()
+    assert "records no file sizes and hashes" in caplog.text
+    assert "files" in json.loads((folder / "crossrank-export.json").read_text())
+    caplog.clear()
+    Reranker(str(model_dir), backend="onnx").close()
+    assert "reusing the ONNX export" in caplog.text
+
+
 def test_unwritable_model_folder_exports_to_the_user_cache(
     tmp_path: Path, xlmr_tokenizer_dir: Path, m3_config: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,12 +5,13 @@ fake backend (``fake_reranker``, token-overlap scores)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from batch_data import make_rows, read_jsonl, write_jsonl
 
-from crossrank import ConfigError, Reranker
+from crossrank import ConfigError, CrossrankError, Reranker
 from crossrank.batch import run
 from reference import flag_scores
 
@@ -115,3 +116,90 @@ def test_existing_output_is_refused_fake_backend(tmp_path: Path, fake_reranker: 
     with pytest.raises(ConfigError, match="already exists"):
         run(source, tmp_path / "out.jsonl", model=fake_reranker)
     assert (tmp_path / "out.jsonl").read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link", "relative path"])
+def test_an_output_that_is_the_input_is_refused_even_with_overwrite(
+    tmp_path: Path, fake_reranker: Reranker, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", make_rows(3))
+    before = source.read_bytes()
+    output: Path = source
+    if how == "symlink":
+        output = tmp_path / "out.jsonl"
+        output.symlink_to(source)
+    elif how == "hard link":
+        output = tmp_path / "out.jsonl"
+        output.hardlink_to(source)
+    elif how == "relative path":
+        monkeypatch.chdir(tmp_path)
+        output = Path("sub/../in.jsonl")
+        (tmp_path / "sub").mkdir()
+    with pytest.raises(ConfigError, match="is the input file") as caught:
+        run(source, output, model=fake_reranker, overwrite=True)
+    assert caught.value.fix is not None and "another output" in caught.value.fix
+    assert source.read_bytes() == before
+    assert not (tmp_path / f"{output.name}.parts").exists()
+
+
+def test_an_errors_file_that_is_the_input_through_a_link_is_refused(tmp_path: Path, fake_reranker: Reranker) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", make_rows(3))
+    before = source.read_bytes()
+    (tmp_path / "bad.jsonl").symlink_to(source)
+    with pytest.raises(ConfigError, match="errors file"):
+        run(source, tmp_path / "out.jsonl", model=fake_reranker, errors=tmp_path / "bad.jsonl", overwrite=True)
+    assert source.read_bytes() == before
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_symlinks_planted_at_temporary_names_are_not_followed(
+    tmp_path: Path, fake_reranker: Reranker, suffix: str
+) -> None:
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow.parquet")
+    source = write_jsonl(tmp_path / "in.jsonl", make_rows(5))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    output = tmp_path / f"out.{suffix}"
+    parts = tmp_path / f"out.{suffix}.parts"
+    parts.mkdir()
+    planted = [
+        tmp_path / f"out.{suffix}.tmp",
+        tmp_path / "out.errors.jsonl.tmp",
+        parts / "state.json.tmp",
+        parts / "part-000000.jsonl.tmp",
+        parts / "errors-000000.jsonl.tmp",
+    ]
+    for link in planted:
+        link.symlink_to(victim)
+
+    report = run(source, output, model=fake_reranker, part_rows=2)
+
+    assert victim.read_text() == "precious\n"
+    assert report.rows == 5 and output.is_file() and not output.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == sorted(
+        p.name for p in planted if p.parent == tmp_path
+    )
+    assert (output.stat().st_mode & 0o777) == (victim.stat().st_mode & 0o777)  # the umask's mode, not mkstemp's
+
+
+def test_a_second_run_on_the_same_output_is_refused_with_the_first_ones_pid(
+    tmp_path: Path, fake_reranker: Reranker
+) -> None:
+    from crossrank.batch.parts import WorkDir
+
+    source = write_jsonl(tmp_path / "in.jsonl", make_rows(3))
+    with WorkDir(tmp_path / "out.jsonl"):  # the first run, holding the lock
+        with pytest.raises(ConfigError, match=rf"another batch run \(pid {os.getpid()}\)"):
+            run(source, tmp_path / "out.jsonl", model=fake_reranker)
+        assert not (tmp_path / "out.jsonl").exists()
+    assert run(source, tmp_path / "out.jsonl", model=fake_reranker).rows == 3
+    assert not (tmp_path / "out.jsonl.parts").exists()
+
+
+def test_a_run_that_fails_before_starting_leaves_no_work_folder_and_no_lock(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", make_rows(3))
+    with pytest.raises(CrossrankError):
+        run(source, tmp_path / "out.jsonl", model=str(tmp_path / "no-such-model"), reranker_options={"backend": "fake"})
+    assert not (tmp_path / "out.jsonl.parts").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ def test_committed_parts_are_found_again_and_leftovers_ignored(tmp_path: Path) -
     work.commit(0, [{"id": "1"}, {"id": "2"}], [])
     work.commit(2, [{"id": "5"}], [{"line": 6, "id": None, "reason": "x"}])
     (work.path / "part-000001.jsonl.tmp").write_text('{"id": "half')  # a write cut short by a kill
+    work.release()  # the run ends (or is killed): its lock goes with it
     assert WorkDir(tmp_path / "out.jsonl").open({"model": "a"}, overwrite=False) == {0, 2}
     assert work.part_path(0).read_text() == '{"id":"1"}\n{"id":"2"}\n'
     assert work.errors_path(2).read_text() == '{"line":6,"id":null,"reason":"x"}\n'
@@ -36,3 +38,30 @@ def test_a_run_that_committed_nothing_starts_over_with_new_arguments(tmp_path: P
     work.open({"model": "typo"}, overwrite=False)  # e.g. the model then failed to load
     assert work.open({"model": "right"}, overwrite=False) == set()
     assert '"right"' in (work.path / "state.json").read_text()
+
+
+def test_the_lock_refuses_a_second_holder_and_survives_starting_over(tmp_path: Path) -> None:
+    first = WorkDir(tmp_path / "out.jsonl")
+    first.open({"model": "a"}, overwrite=False)
+    first.commit(0, [{"id": "1"}], [])
+    second = WorkDir(tmp_path / "out.jsonl")
+    with pytest.raises(ConfigError, match=rf"pid {os.getpid()}\b") as caught:
+        second.open({"model": "a"}, overwrite=False)
+    assert caught.value.fix is not None and str(os.getpid()) in caught.value.fix
+    # Starting over with other arguments clears the folder but keeps the lock held.
+    assert first.open({"model": "b"}, overwrite=True) == set()
+    with pytest.raises(ConfigError, match="another batch run"):
+        second.lock()
+    first.release()
+    assert second.open({"model": "b"}, overwrite=False) == set()
+    second.remove()
+    assert not second.path.exists()
+
+
+def test_a_work_folder_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out.jsonl.parts").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match="not a folder"):
+        WorkDir(tmp_path / "out.jsonl").lock()
+    assert list(elsewhere.iterdir()) == []

@@ -1,4 +1,5 @@
-"""The Celery integration with a real redis-server broker and real `crossrank worker` processes."""
+"""The Celery integration with a real redis-server broker and real `crossrank worker` processes (slow), and the
+configuration it derives (fast)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,8 @@ from redis_server import RedisServer, running_redis
 
 celery = pytest.importorskip("celery", reason="the celery extra is in the dev extra")
 
-from crossrank.integrations.celery import TASK_NAME, create_celery  # noqa: E402
+from crossrank.integrations.celery import TASK_NAME, create_celery, visibility_timeout  # noqa: E402
 from crossrank.settings import Settings  # noqa: E402
-
-pytestmark = pytest.mark.slow
 
 QUERY = "what is panda?"
 DOCS = ["hi", "The giant panda is a bear native to China.", "Paris is the capital of France."]
@@ -93,6 +92,7 @@ def _expected(reranker: Reranker, documents: list[str]) -> list[tuple[int, float
     return [(r.index, r.score) for r in reranker.rerank(QUERY, documents).results]
 
 
+@pytest.mark.slow
 def test_worker_answers_with_the_librarys_scores(
     redis: RedisServer, worker: Worker, english_reranker: Reranker
 ) -> None:
@@ -116,6 +116,7 @@ def test_worker_answers_with_the_librarys_scores(
     assert worker.text().count("loading") == 1  # one model per worker process, loaded once
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_accepted_task(
     redis: RedisServer, english_model_dir: Path, english_reranker: Reranker
 ) -> None:
@@ -149,3 +150,50 @@ def test_a_killed_worker_loses_no_accepted_task(
     assert held.id in _received(second)  # handed out again and finished by the second worker
     expected = _expected(english_reranker, heavy)
     assert [(r["index"], pytest.approx(r["score"], abs=1e-5)) for r in result["results"]] == expected
+
+
+def test_the_visibility_timeout_follows_the_time_limit_unless_set(caplog: pytest.LogCaptureFixture) -> None:
+    """A dead worker's task comes back after the visibility timeout: kombu's hour by default, against tasks that
+    may run 5 minutes, before it was derived from the time limit."""
+    urls = {"celery_broker_url": "redis://127.0.0.1:1/0", "celery_result_backend": "redis://127.0.0.1:1/1"}
+    default = create_celery(Settings(**urls))
+    assert default.conf.task_time_limit == 330
+    options = default.conf.broker_transport_options
+    assert options["visibility_timeout"] == 420  # hard limit 330 s + longest retry countdown 60 s + 30 s
+    assert (options["unacked_restore_interval"], options["unacked_restore_throttle"]) == (10, 1)
+    assert default.conf.result_backend_transport_options["visibility_timeout"] == 420
+    short = create_celery(Settings(**urls, celery_time_limit=20))
+    assert short.conf.broker_transport_options["visibility_timeout"] == 140
+    assert visibility_timeout(Settings(**urls, celery_visibility_timeout=900)) == 900
+    assert not caplog.records
+    assert visibility_timeout(Settings(**urls, celery_visibility_timeout=100)) == 100
+    assert "can be handed to a second worker" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_dead_workers_task_moves_to_a_running_worker_within_the_stated_delay(
+    redis: RedisServer, english_model_dir: Path
+) -> None:
+    """The README's promise: with another worker already running, the task comes back within the visibility
+    timeout plus the 10 s sweep (kombu's default sweep, every ~100 s, missed it)."""
+    app = create_celery(_settings(redis))
+    heavy = [f"{DOCS[i % len(DOCS)]} {i} " * 40 for i in range(40)]
+    first, second = Worker(redis, english_model_dir), Worker(redis, english_model_dir)
+    try:
+        warm = [app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": DOCS}) for _ in range(4)]
+        for task in warm:
+            task.get(timeout=180)  # both workers are up
+        held = app.send_task(TASK_NAME, kwargs={"query": QUERY, "documents": heavy})
+        deadline = time.monotonic() + 60
+        while not {held.id} & (_received(first) | _received(second)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim, survivor = (first, second) if held.id in _received(first) else (second, first)
+        assert held.id in _received(victim)
+        victim.kill()
+        killed = time.monotonic()
+        held.get(timeout=VISIBILITY_TIMEOUT + 10 + 30)  # the delay the README states, and time to score
+        assert held.id in _received(survivor)
+        assert time.monotonic() - killed <= VISIBILITY_TIMEOUT + 10 + 30
+    finally:
+        first.stop()
+        second.stop()

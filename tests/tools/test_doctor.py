@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -17,8 +22,9 @@ from packaging.utils import canonicalize_name
 
 from crossrank.backends.diagnostics import CudaDevice, TorchFacts
 from crossrank.backends.gpu import GpuInfo, GpuProcess, NvmlReport
-from crossrank.tools import environment
-from crossrank.tools.environment import check_conflicts, check_cuda, check_gpus, check_threads
+from crossrank.models.verify import Check
+from crossrank.tools import doctor, environment
+from crossrank.tools.environment import check_conflicts, check_cuda, check_gpus, check_hub, check_threads, probe_hub
 
 # Children import this checkout's crossrank, whatever checkout is installed.
 CHILD_PYTHONPATH = os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH", "")])
@@ -91,7 +97,7 @@ def test_doctor_json_on_this_machine(english_model_dir: Path, tmp_path: Path) ->
         assert report["facts"]["nvml"]["gpus"] == []
         assert report["facts"]["nvml"]["reason"]
     assert report["facts"]["hub"]["offline"] is True
-    assert "offline (HF_HUB_OFFLINE)" in checks["disk"]["detail"]
+    assert checks["hub"]["detail"].startswith("offline (HF_HUB_OFFLINE)")
     assert checks["model format"]["status"] == "ok"
     assert checks["model tokenizer"]["status"] == "ok"
     assert checks["smoke"]["status"] == "ok"
@@ -116,9 +122,9 @@ def test_doctor_fails_on_a_truncated_model_and_skips_the_smoke_test(english_mode
 
 def test_doctor_table_for_a_model_not_downloaded(tmp_path: Path) -> None:
     code, out, _ = _doctor("--model", "org/not-downloaded", home=tmp_path)
-    assert code == 1  # warnings only: not downloaded (and no GPU here)
+    assert code == 2  # a failure: every command that uses this model fails (the hub is offline here)
     assert "org/not-downloaded is not in the hub cache" in out
-    assert "fix: crossrank download org/not-downloaded" in out
+    assert "model: fix: crossrank download org/not-downloaded\n" in out
 
 
 def test_cuda_build_newer_than_the_driver_is_named() -> None:
@@ -221,3 +227,83 @@ def test_cpu_check_names_the_fastest_mode_for_these_flags(
     monkeypatch.setattr(environment.platform, "machine", lambda: "x86_64")
     [check] = environment.check_cpu(TorchFacts(cpu_capability="AVX2"))
     assert hint in check.detail
+
+
+@pytest.fixture(scope="module")
+def local_hub() -> Iterator[str]:
+    """A loopback HTTP server standing in for the hub (it answers every request with 404)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    server.RequestHandlerClass.log_message = lambda *args: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/no-such-page"
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_hub_is_called_reachable_only_when_it_answers(local_hub: str) -> None:
+    [up] = check_hub(local_hub, False, probe_hub)
+    assert (up.status, up.fix) == ("ok", None)
+    assert "reachable" in up.detail
+    down = f"http://127.0.0.1:{_closed_port()}"
+    [check] = check_hub(down, False, probe_hub)
+    assert check.status == "warn" and f"{down} cannot be reached" in check.detail
+    assert check.fix is not None and "HF_HUB_OFFLINE=1" in check.fix
+    [unasked] = check_hub(down, False, None)
+    assert unasked.detail.endswith("reachability not checked") and "online" not in unasked.detail
+    [offline] = check_hub(down, True, probe_hub)
+    assert offline.detail.startswith("offline (HF_HUB_OFFLINE)")
+
+
+def test_the_hub_probe_gives_up_after_its_timeout() -> None:
+    with socket.socket() as listener:  # accepts connections (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        started = time.perf_counter()
+        problem = probe_hub(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3)
+    assert problem is not None and time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("reachable", [True, False, None])
+def test_a_model_not_downloaded_is_a_failure_with_the_download_command(tmp_path: Path, reachable: bool | None) -> None:
+    folder, check = doctor._model_folder("org/not-downloaded", None, str(tmp_path), reachable)
+    assert folder is None and check is not None
+    assert check.status == "fail"
+    assert check.fix == "crossrank download org/not-downloaded"
+    assert ("cannot be reached" in check.detail) == (reachable is False)
+
+
+@pytest.mark.parametrize("name", ["docs.txt", "data/docs.jsonl", "./models/x", "/no/such/folder", "a/b/c", "x/../y"])
+def test_names_that_are_not_hub_ids_get_no_download_suggestion(tmp_path: Path, name: str) -> None:
+    folder, check = doctor._model_folder(name, None, str(tmp_path), True)
+    assert folder is None and check is not None
+    assert check.status == "fail"
+    assert check.fix is not None and "crossrank download" not in check.fix
+    assert check.detail.startswith("no model folder at")
+
+
+def test_a_file_given_as_the_model_is_named_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("docs.txt").write_text("not a model")
+    _, check = doctor._model_folder("docs.txt", None, str(tmp_path), True)
+    assert check is not None and check.status == "fail"
+    assert check.detail == f"{tmp_path / 'docs.txt'} is a file, not a model folder"
+
+
+def test_doctor_prints_every_fix_in_full_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from crossrank.cli._render import print_doctor
+
+    deep = "/srv/" + "/".join(f"folder-{i:02d}" for i in range(20)) + "/model"
+    fix = f"free disk space or point HF_HOME at a larger disk: export HF_HOME={deep}"
+    report = doctor.DoctorReport([Check("disk", "fail", f"hub cache {deep}, 0.1 GiB free", fix), Check("a", "ok", "b")])
+    print_doctor(report)
+    out = capsys.readouterr().out
+    assert f"  disk: fix: {fix}\n" in out
+    assert "…" not in out
+    assert deep.replace("/", "") in "".join(ch for ch in out if ch not in "/│ \n")  # the finding is folded, not cut

@@ -3,7 +3,8 @@
 The first load exports the model (torch, ``backends/export.py``), fuses attention, GELU and
 LayerNorm with onnxruntime's transformer optimizer, optionally quantizes the weights to int8, checks
 the graph against torch on a sample, and stores it in a folder next to the model, named by a key of
-the weight files, the options and the library versions. Later loads reuse it; a change to any of
+the weight files, the options and the library versions. Later loads reuse it once its files match the
+sizes and hashes its manifest records (else it is made again); a change to any of
 those makes a new one, and making one deletes the exports that will not be used again (of other
 weights, or of a model folder that is gone) or have not been for 30 days. An unwritable model
 folder falls back to ``~/.cache/crossrank/onnx``.
@@ -50,6 +51,67 @@ _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilb
 _FP32_TOLERANCE = 1e-3
 # An export of a model that has not been used for this long is deleted when another of that model is made.
 _UNUSED_DAYS = 30
+# The files an export consists of (the data file only when the weights are stored outside the graph).
+_EXPORT_FILES = (_MODEL_FILE, f"{_MODEL_FILE}.data")
+# How much of each end of an export file its recorded hash covers.
+_HASHED_END = 1 << 20
+
+
+def _file_facts(path: Path) -> dict[str, Any]:
+    """A file's size and the sha256 of its size, first MiB and last MiB (of all of it when it is smaller).
+
+    Reading a multi-gigabyte graph on every load would cost seconds; this costs two reads of 1 MiB and still
+    catches what damages an export in practice: a truncated or half-copied file (size), another export or file
+    put in its place, and a file rewritten from the start (the graph's header, names and first weights) or cut
+    at the end. It does not catch a few bytes flipped in the middle of the weights, nor anyone who can write the
+    folder (they can rewrite the manifest too): the export is as trusted as the model folder beside it.
+    """
+    size = path.stat().st_size
+    digest = hashlib.sha256(size.to_bytes(8, "little"))
+    with path.open("rb") as handle:
+        if size <= 2 * _HASHED_END:
+            digest.update(handle.read())
+        else:
+            digest.update(handle.read(_HASHED_END))
+            handle.seek(size - _HASHED_END)
+            digest.update(handle.read(_HASHED_END))
+    return {"size": size, "sha256_ends": digest.hexdigest()}
+
+
+def _export_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """What the manifest records of an export's files (see ``_file_facts``)."""
+    return {name: _file_facts(folder / name) for name in _EXPORT_FILES if (folder / name).is_file()}
+
+
+def _damage(folder: Path) -> str | None:
+    """Why the finished export in ``folder`` cannot be reused (its files differ from its manifest), or None."""
+    try:
+        recorded = json.loads((folder / _MANIFEST).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return "its manifest is unreadable"
+    if not isinstance(recorded, dict) or _MODEL_FILE not in recorded:
+        return "its manifest records no file sizes and hashes (an export by an older crossrank)"
+    try:
+        present = _export_files(folder)
+    except OSError as exc:
+        return f"its files cannot be read ({exc.strerror})"
+    problems = (_file_damage(name, recorded.get(name), present.get(name)) for name in _EXPORT_FILES)
+    return next((problem for problem in problems if problem is not None), None)
+
+
+def _file_damage(name: str, want: object, got: dict[str, Any] | None) -> str | None:
+    """How one export file differs from its manifest's record, or None (both absent counts as a match)."""
+    if want is None and got is None:
+        return None
+    if got is None:
+        return f"{name} is missing"
+    if not isinstance(want, dict):
+        return f"{name} is not in its manifest"
+    if got["size"] != want.get("size"):
+        return f"{name} is {got['size']} bytes where the manifest says {want.get('size')}"
+    if got["sha256_ends"] != want.get("sha256_ends"):
+        return f"{name}'s content differs from the hash in the manifest"
+    return None
 
 
 def _versions() -> dict[str, str]:
@@ -211,15 +273,18 @@ class OnnxBackend:
         root = _writable_root(self._model_dir)
         self._folder = root / name
         if (self._folder / _MANIFEST).is_file():
-            _log.info("reusing the ONNX export in %s", self._folder)
-            with contextlib.suppress(OSError):
-                os.utime(self._folder / _MANIFEST)  # last used now (pruning spares exports in use)
-            return self.export_path, True
+            damage = _damage(self._folder)
+            if damage is None:
+                _log.info("reusing the ONNX export in %s", self._folder)
+                with contextlib.suppress(OSError):
+                    os.utime(self._folder / _MANIFEST)  # last used now (pruning spares exports in use)
+                return self.export_path, True
+            _log.warning("not reusing the ONNX export in %s: %s; exporting the model again", self._folder, damage)
         # A folder without its manifest is an export that never finished (or was tampered with).
         shutil.rmtree(self._folder, ignore_errors=True)
         work = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
         try:
-            manifest = self._build(work, source)
+            manifest = {**self._build(work, source), "files": _export_files(work)}
             (work / _MANIFEST).write_text(json.dumps(manifest, indent=2))
             # mkdtemp and onnx make it private; the export is as readable as the model it comes from.
             work.chmod(0o755)

@@ -50,12 +50,12 @@ def quiet_loading() -> Iterator[None]:
     """transformers' "Loading weights" progress bar off while crossrank loads a model (the loader logs one line
     instead): it was printed on every load, from the library too and to logs that are not terminals."""
     shown = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
         if shown:
-            transformers_logging.enable_progress_bar()
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

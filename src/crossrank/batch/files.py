@@ -7,19 +7,22 @@ Parquet: rows), so a part means the same rows on every run and on every engine.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from crossrank.batch.rows import BadRow, Job, parse_row
 from crossrank.errors import ConfigError, InputError
 
-__all__ = ["Format", "RowReader", "Source", "detect_format", "pyarrow", "scan", "write_output"]
+__all__ = ["Format", "RowReader", "Source", "detect_format", "pyarrow", "scan", "write_atomic", "write_output"]
 
 Format = Literal["jsonl", "parquet"]
 _SUFFIXES: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -159,16 +162,48 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Write ``lines`` to ``path`` all or nothing: a temporary file, fsync, rename, fsync of the folder."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+@functools.cache
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the umask): ``mkstemp`` makes 0o600 ones."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new file that replaces ``path`` all or nothing: written, fsync'd, renamed over ``path``, folder fsync'd.
+
+    The temporary file gets a unique name from ``mkstemp`` in ``path``'s folder, created with ``O_EXCL``: nothing
+    planted there (a symbolic link at a predictable ``OUT.tmp``) is followed or overwritten, and two writers never
+    share one. It is removed when the write fails.
+    """
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _file_mode())
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Write ``lines`` to ``path`` all or nothing (see ``_replacing``)."""
+    with _replacing(path) as handle:
+        for line in lines:
+            handle.write(line.encode("utf-8"))
 
 
 def _lines(paths: Iterable[Path]) -> Iterator[str]:
@@ -189,8 +224,7 @@ def write_output(parts: list[Path], output: Path, fmt: Format, schema: Any) -> N
         write_atomic(output, _lines(parts))
         return
     pa, parquet = pyarrow(), pyarrow("pyarrow.parquet")
-    tmp = output.with_name(output.name + ".tmp")
-    with parquet.ParquetWriter(tmp, schema) as writer:
+    with _replacing(output) as handle, parquet.ParquetWriter(handle, schema) as writer:
         wrote = False
         for rows in _rows(parts):
             if rows:
@@ -198,7 +232,3 @@ def write_output(parts: list[Path], output: Path, fmt: Format, schema: Any) -> N
                 wrote = True
         if not wrote:
             writer.write_table(schema.empty_table())
-    with tmp.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, output)
-    _fsync_dir(output.parent)

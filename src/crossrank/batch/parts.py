@@ -5,11 +5,17 @@
 A part counts as done only once ``part-k.jsonl`` exists, so a part cut short by a kill is simply
 done again: no row is lost or written twice. When every part is done they are concatenated into
 ``OUT`` (and the errors file), atomically, and the folder is removed.
+
+One run at a time works in a folder: it holds an exclusive ``flock`` on ``OUT.parts/lock`` (which records its
+pid) from before the model loads until the output is in place; a second run on the same output is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -22,6 +28,7 @@ from crossrank.errors import ConfigError
 __all__ = ["WorkDir"]
 
 _PART = re.compile(r"part-(\d+)\.jsonl")
+_LOCK = "lock"
 
 
 def _jsonl(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -37,7 +44,67 @@ class WorkDir:
     """``OUT.parts/``: the state of a run and its committed parts."""
 
     def __init__(self, output: Path) -> None:
+        self.output = output
         self.path = output.with_name(output.name + ".parts")
+        self._lock: int | None = None
+
+    def lock(self) -> None:
+        """Take the folder's lock (creating the folder), or refuse: another run, named by its pid, holds it."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
+            raise ConfigError(
+                f"{self.path}, where a batch run keeps its work, is not a folder (a symbolic link or a file)",
+                fix=f"remove {self.path}, or choose another output",
+            )
+        lock = self.path / _LOCK
+        while True:
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                continue  # the folder was removed by a run that just finished: make it again
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot take the lock {lock} of this output's work folder ({exc.strerror})",
+                    fix=f"remove {self.path}, or choose another output",
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise ConfigError(
+                    f"another batch run (pid {holder}) is writing {self.output}; two runs on one output would "
+                    "mix their rows",
+                    fix=f"wait for pid {holder} to finish, or stop it and run again to resume where it stopped",
+                ) from None
+            # A run that finished between our open() and flock() removed the folder: our lock is on a lost file.
+            try:
+                same = os.stat(lock, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._lock = fd
+
+    def __enter__(self) -> WorkDir:
+        self.lock()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the lock back; a folder that holds nothing but the lock (no run started in it) is removed."""
+        if self._lock is None:
+            return
+        with contextlib.suppress(OSError):
+            if [p.name for p in self.path.iterdir()] == [_LOCK]:
+                shutil.rmtree(self.path)
+        os.close(self._lock)
+        self._lock = None
 
     def part_path(self, part: int) -> Path:
         return self.path / f"part-{part:06d}.jsonl"
@@ -46,7 +113,12 @@ class WorkDir:
         return self.path / f"errors-{part:06d}.jsonl"
 
     def open(self, fingerprint: dict[str, Any], *, overwrite: bool) -> set[int]:
-        """Start or resume a run; returns the parts already done. Refuses a run started with other arguments."""
+        """Start or resume a run; returns the parts already done. Refuses a run started with other arguments.
+
+        Takes the lock first unless ``lock()`` was called already.
+        """
+        if self._lock is None:
+            self.lock()
         state = self.path / "state.json"
         if state.is_file():
             before = json.loads(state.read_text(encoding="utf-8"))
@@ -61,9 +133,8 @@ class WorkDir:
                     f"to discard it, or delete {self.path}",
                 )
             if before != fingerprint:
-                shutil.rmtree(self.path)
+                self._clear()
         if not state.is_file():
-            self.path.mkdir(parents=True, exist_ok=True)
             write_atomic(state, [json.dumps(fingerprint, indent=1, sort_keys=True) + "\n"])
         return self._done()
 
@@ -81,5 +152,17 @@ class WorkDir:
         bad = sum(_count_lines(self.errors_path(k)) for k in range(parts))
         return rows, bad
 
+    def _clear(self) -> None:
+        """Delete everything but the lock (which this run holds)."""
+        for entry in self.path.iterdir():
+            if entry.name == _LOCK:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
     def remove(self) -> None:
+        """Delete the folder (the run is complete) and give the lock back."""
         shutil.rmtree(self.path)
+        self.release()

@@ -161,7 +161,8 @@ def run(
         input_format, output_format: ``jsonl`` or ``parquet`` when the extension does not say.
         errors: the errors file (default ``OUTPUT-stem.errors.jsonl`` beside the output).
         part_rows: input rows per part, the unit of checkpointing (and of scoring: a part's pairs share batches).
-        overwrite: replace an existing output, and discard an unfinished run started with other arguments.
+        overwrite: replace an existing output, and discard an unfinished run started with other arguments (never
+            the input: an output or errors file that is the input, through a link or not, is refused).
         progress: called with (rows done, rows in all) as parts complete.
     """
     started = time.perf_counter()
@@ -178,70 +179,94 @@ def run(
     options = (
         model if not isinstance(model, str) else RerankerOptions.from_flat(model=model, **(reranker_options or {}))
     )
-    if errors_path.resolve() in (out_path.resolve(), in_path.resolve()):
-        raise ConfigError(f"the errors file {errors_path} must differ from the input and the output")
+    _refuse_same_files(in_path, out_path, errors_path)
     out_format = detect_format(out_path, output_format, "output")
     source = scan(in_path, detect_format(in_path, input_format, "input"), part_rows)
     if out_path.exists() and not overwrite:
         raise ConfigError(f"{out_path} already exists", fix="choose another output, or pass --overwrite")
 
-    reranker: Reranker | None = None
-    if isinstance(options, Reranker):
-        reranker = options
-        scoring = reranker.fingerprint()
-    elif engine == "local":
-        reranker = Reranker.from_options(options)
-        scoring = reranker.fingerprint()
-    else:
-        # Ray's actors load the model: the fingerprint is made here from its files and the options asked for.
-        scoring = describe(options)
-    pairs = 0
-    try:
-        workdir = WorkDir(out_path)
-        done = workdir.open(_fingerprint(source, out_format, errors_path, scoring, part_rows), overwrite=overwrite)
-        pending = [k for k in range(source.parts) if k not in done]
-        finished = sum(source.rows_in(k) for k in done)
-        if progress is not None:
-            progress(finished, source.total_rows)
-        if reranker is None:
-            try:
-                from crossrank.batch.ray_engine import ray_parts
-            except ImportError as exc:
-                raise ConfigError(
-                    f"the Ray engine needs ray[data], which is not installed ({exc})",
-                    fix="pip install 'crossrank[ray]'",
-                ) from None
-            assert isinstance(options, RerankerOptions)  # a Reranker was refused above
-            results = ray_parts(source, pending, options, ray or RayOptions())
+    # The lock on OUT.parts/ first, so a second run on this output is refused before it loads a model.
+    with WorkDir(out_path) as workdir:
+        reranker: Reranker | None = None
+        if isinstance(options, Reranker):
+            reranker = options
+            scoring = reranker.fingerprint()
+        elif engine == "local":
+            reranker = Reranker.from_options(options)
+            scoring = reranker.fingerprint()
         else:
-            results = _local_parts(source, pending, reranker)
-        for part, rows, bad in results:
-            workdir.commit(part, rows, bad)
-            pairs += sum(len(row["results"]) for row in rows)
-            finished += source.rows_in(part)
+            # Ray's actors load the model: the fingerprint is made here from its files and the options asked for.
+            scoring = describe(options)
+        pairs = 0
+        try:
+            done = workdir.open(_fingerprint(source, out_format, errors_path, scoring, part_rows), overwrite=overwrite)
+            pending = [k for k in range(source.parts) if k not in done]
+            finished = sum(source.rows_in(k) for k in done)
             if progress is not None:
                 progress(finished, source.total_rows)
-    finally:
-        if reranker is not None and reranker is not model:
-            reranker.close()
+            if reranker is None:
+                try:
+                    from crossrank.batch.ray_engine import ray_parts
+                except ImportError as exc:
+                    raise ConfigError(
+                        f"the Ray engine needs ray[data], which is not installed ({exc})",
+                        fix="pip install 'crossrank[ray]'",
+                    ) from None
+                assert isinstance(options, RerankerOptions)  # a Reranker was refused above
+                results = ray_parts(source, pending, options, ray or RayOptions())
+            else:
+                results = _local_parts(source, pending, reranker)
+            for part, rows, bad in results:
+                workdir.commit(part, rows, bad)
+                pairs += sum(len(row["results"]) for row in rows)
+                finished += source.rows_in(part)
+                if progress is not None:
+                    progress(finished, source.total_rows)
+        finally:
+            if reranker is not None and reranker is not model:
+                reranker.close()
 
-    total_rows, bad_rows = workdir.counts(source.parts)
-    # The errors file first: once the output exists, the run is complete.
-    write_output([workdir.errors_path(k) for k in range(source.parts)], errors_path, "jsonl", None)
-    write_output([workdir.part_path(k) for k in range(source.parts)], out_path, out_format, _schema(out_format))
-    workdir.remove()
-    return BatchReport(
-        output=out_path,
-        errors=errors_path,
-        engine=engine,
-        rows=total_rows,
-        bad_rows=bad_rows,
-        parts=source.parts,
-        resumed_parts=len(done),
-        pairs=pairs,
-        seconds=time.perf_counter() - started,
-        input_rows=sum(source.rows_in(k) for k in pending),
-    )
+        total_rows, bad_rows = workdir.counts(source.parts)
+        # The errors file first: once the output exists, the run is complete.
+        write_output([workdir.errors_path(k) for k in range(source.parts)], errors_path, "jsonl", None)
+        write_output([workdir.part_path(k) for k in range(source.parts)], out_path, out_format, _schema(out_format))
+        workdir.remove()
+        return BatchReport(
+            output=out_path,
+            errors=errors_path,
+            engine=engine,
+            rows=total_rows,
+            bad_rows=bad_rows,
+            parts=source.parts,
+            resumed_parts=len(done),
+            pairs=pairs,
+            seconds=time.perf_counter() - started,
+            input_rows=sum(source.rows_in(k) for k in pending),
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same path once links are resolved, or the same inode."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def _refuse_same_files(input: Path, output: Path, errors: Path) -> None:
+    """Refuse, before anything is written, an output or errors file that is the input (or each other)."""
+    if _same_file(output, input):
+        raise ConfigError(
+            f"the output {output} is the input file {input}: writing it would replace the input with the results",
+            fix="choose another output file (--overwrite only replaces an earlier output, never the input)",
+        )
+    if _same_file(errors, input) or _same_file(errors, output):
+        raise ConfigError(
+            f"the errors file {errors} must differ from the input and the output",
+            fix="choose another errors file (--errors), or leave it out for OUTPUT-stem.errors.jsonl",
+        )
 
 
 def _schema(fmt: str) -> Any:

@@ -331,6 +331,10 @@ class MicroBatcher:
             InferenceError: the worker is not running or the model failed on this request.
         """
         self._check_running()
+        # Every document is a window at least: a queue too full for that many is refused before any tokenising,
+        # so shedding an overload costs the server next to nothing.
+        with self._cond:
+            self._refuse_if_full(max(len(request.documents), 1), 0, exact=False)
         work = await self._plan(request)
         cap = self._max_request_tokens
         if cap is not None and work.tokens > cap:
@@ -348,20 +352,8 @@ class MicroBatcher:
         entry = _Entry(request=request, future=loop.create_future(), loop=loop, enqueued=time.perf_counter(), work=work)
         with self._cond:
             self._check_running()
+            self._refuse_if_full(work.windows, work.tokens, exact=True)
             state = self._state
-            max_windows, max_tokens = self.options.max_queue_pairs, self.max_queue_tokens
-            full = state.queued_windows + work.windows > max_windows or (
-                max_tokens is not None and state.queued_tokens + work.tokens > max_tokens
-            )
-            # A request alone bigger than a bound is still taken into an empty queue.
-            if state.queue and full:
-                raise OverloadedError(
-                    f"the queue holds {state.queued_windows} windows ({state.queued_tokens} tokens); this "
-                    f"request's {work.windows} windows ({work.tokens} tokens) would pass its bound of {max_windows} "
-                    f"windows" + ("" if max_tokens is None else f" or {max_tokens} tokens"),
-                    retry_after=self.retry_after(),
-                    fix="retry after the Retry-After delay, or add replicas",
-                )
             state.queue.append(entry)
             state.queued_windows += work.windows
             state.queued_tokens += work.tokens
@@ -372,6 +364,25 @@ class MicroBatcher:
             entry.cancelled = True
             self._forget(entry)
             raise
+
+    def _refuse_if_full(self, windows: int, tokens: int, *, exact: bool) -> None:
+        """``OverloadedError`` when ``windows`` windows of ``tokens`` tokens (``exact``, else at least that many
+        windows) would pass the queue's bounds; a request alone bigger than a bound is still taken into an empty
+        queue. Call with ``_cond`` held."""
+        state = self._state
+        max_windows, max_tokens = self.options.max_queue_pairs, self.max_queue_tokens
+        full = state.queued_windows + windows > max_windows or (
+            max_tokens is not None and state.queued_tokens + tokens > max_tokens
+        )
+        if state.queue and full:
+            size = f"{windows} windows ({tokens} tokens)" if exact else f"{windows} windows at least"
+            raise OverloadedError(
+                f"the queue holds {state.queued_windows} windows ({state.queued_tokens} tokens); this request's "
+                f"{size} would pass its bound of {max_windows} windows"
+                + ("" if max_tokens is None else f" or {max_tokens} tokens"),
+                retry_after=self.retry_after(),
+                fix="retry after the Retry-After delay, or add replicas",
+            )
 
     def _check_running(self) -> None:
         if self._state.closing or not self.alive:

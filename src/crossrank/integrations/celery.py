@@ -5,6 +5,11 @@ the library's result shape (``RerankResult`` as a dict). Tasks are acknowledged 
 finish (``acks_late``) and re-queued when a worker dies mid-task, so a restart loses nothing the
 broker accepted; only transient failures (the backend failed, the queue was full) are retried.
 
+With Redis as the broker, a task whose worker died is handed to another worker once it has been out for the
+visibility timeout, which is derived from the task's time limit (``visibility_timeout``): 420 s with the default
+300 s limit, found by a sweep every 10 s. It must exceed the longest a task can be held by a live worker, or a slow
+task would be handed to a second worker while the first still runs it.
+
 Calling it from an application, which needs only Celery and the broker's URL::
 
     from crossrank.integrations.celery import create_celery
@@ -27,9 +32,15 @@ from crossrank.errors import BackendError, OverloadedError
 from crossrank.reranker import Reranker
 from crossrank.settings import Settings
 
-__all__ = ["TASK_NAME", "create_celery", "result_to_dict"]
+__all__ = ["TASK_NAME", "create_celery", "result_to_dict", "visibility_timeout"]
 
 TASK_NAME = "crossrank.rerank"
+# The hard time limit (the task is killed) is this many seconds past the soft one (SoftTimeLimitExceeded).
+_HARD_LIMIT_GRACE = 30
+# The longest countdown of a retry: a worker holds the retried task, unacknowledged, for that long before running it.
+_RETRY_BACKOFF_MAX = 60
+# Seconds between the Redis transport's sweeps for tasks out longer than the visibility timeout.
+_RESTORE_INTERVAL = 10
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +67,27 @@ def _reranker(app: Celery) -> Reranker:
     return reranker
 
 
+def visibility_timeout(settings: Settings) -> int:
+    """Seconds after which the Redis broker hands a task out again when its worker has not acknowledged it.
+
+    Unless set (``CROSSRANK_CELERY_VISIBILITY_TIMEOUT``), just above the longest a live worker may hold a task: the
+    hard time limit (the soft limit + 30 s) plus the longest retry countdown (60 s) plus 30 s, so 420 s for the
+    default 300 s limit. Kombu's own default (an hour) would leave a dead worker's task waiting that long.
+    """
+    given = settings.celery_visibility_timeout
+    derived = settings.celery_time_limit + _HARD_LIMIT_GRACE + _RETRY_BACKOFF_MAX + 30
+    if given is None:
+        return derived
+    if given < derived:
+        _log.warning(
+            "the Celery visibility timeout (%d s) is shorter than a task may run (%d s with retries): a slow task "
+            "can be handed to a second worker while the first still runs it",
+            given,
+            derived - 30,
+        )
+    return int(given)
+
+
 def create_celery(settings: Settings | None = None, **reranker_overrides: Any) -> Celery:
     """A Celery app with the ``crossrank.rerank`` task, configured from ``CROSSRANK_*`` settings.
 
@@ -66,6 +98,7 @@ def create_celery(settings: Settings | None = None, **reranker_overrides: Any) -
     """
     settings = (settings or Settings()).with_flags(**reranker_overrides)
     app = Celery("crossrank", broker=settings.celery_broker_url, backend=settings.celery_result_backend)
+    visibility = visibility_timeout(settings)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -74,10 +107,15 @@ def create_celery(settings: Settings | None = None, **reranker_overrides: Any) -
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.celery_time_limit,
-        task_time_limit=settings.celery_time_limit + 30,
-        # A task whose worker died is handed out again after this many seconds (Redis broker).
-        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
-        result_backend_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
+        task_time_limit=settings.celery_time_limit + _HARD_LIMIT_GRACE,
+        # A task whose worker died is handed out again once it has been out this long (Redis broker), found by a
+        # sweep every _RESTORE_INTERVAL s (kombu's default sweeps every 10th tick only: ~100 s).
+        broker_transport_options={
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": _RESTORE_INTERVAL,
+            "unacked_restore_throttle": 1,
+        },
+        result_backend_transport_options={"visibility_timeout": visibility},
         result_expires=settings.celery_result_expires,
         broker_connection_retry_on_startup=True,
         crossrank_reranker_options=settings.reranker_options(),
@@ -88,7 +126,7 @@ def create_celery(settings: Settings | None = None, **reranker_overrides: Any) -
         bind=True,
         autoretry_for=(BackendError, OverloadedError),
         retry_backoff=True,
-        retry_backoff_max=60,
+        retry_backoff_max=_RETRY_BACKOFF_MAX,
         max_retries=3,
     )
     def rerank(

@@ -7,6 +7,7 @@ and finally a live smoke test (load, score two pairs, time it). The exit code is
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,14 +27,20 @@ from crossrank.tools.environment import (
     check_cuda,
     check_disk,
     check_gpus,
+    check_hub,
     check_packages,
     check_python,
     check_threads,
+    probe_hub,
 )
 
 __all__ = ["EXIT_CODES", "DoctorReport", "run_doctor"]
 
 EXIT_CODES: dict[Status, int] = {"ok": 0, "warn": 1, "fail": 2}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+# Names that end like these are files someone meant to pass elsewhere, never model ids.
+_FILE_SUFFIXES = {".txt", ".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".md", ".safetensors", ".bin"}
+_PASS_A_FOLDER = "pass the folder that holds config.json and the weights, or a hub id such as BAAI/bge-reranker-v2-m3"
 _SMOKE = (
     ("what is a panda?", "The giant panda is a bear species endemic to China."),
     ("what is a panda?", "The stock market rose sharply today."),
@@ -69,24 +76,39 @@ class DoctorReport:
         }
 
 
-def _model_folder(model: str, revision: str | None, cache_dir: str | None) -> tuple[Path | None, Check | None]:
-    """The local folder of ``model`` without downloading it, or a finding saying why there is none."""
+def _hub_id_shaped(name: str) -> bool:
+    """``org/name`` as the hub spells model ids, and not a data file's name (``data/docs.txt``)."""
+    return bool(_HUB_ID.fullmatch(name)) and ".." not in name and Path(name).suffix.lower() not in _FILE_SUFFIXES
+
+
+def _model_folder(
+    model: str, revision: str | None, cache_dir: str | None, reachable: bool | None
+) -> tuple[Path | None, Check | None]:
+    """The local folder of ``model`` without downloading it, or a failure saying why there is none.
+
+    A model that is missing is a failure, not a warning: it is the model the user named, or the default one, and
+    every command that uses it fails until it is there (``reachable``: whether the hub could be reached to fetch
+    it; ``None`` when that was not checked).
+    """
     path = Path(model).expanduser()
     if path.is_dir():
         return path.resolve(), None
-    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
-        return None, Check("model", "fail", f"no model folder at {path}", "check the path, or pass a hub id")
-    from crossrank.models.download import cached_snapshot
+    if path.exists():
+        return None, Check("model", "fail", f"{path.resolve()} is a file, not a model folder", _PASS_A_FOLDER)
+    if not (path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1):
+        from crossrank.models.download import cached_snapshot
 
-    folder = cached_snapshot(model, revision=revision, cache_dir=cache_dir)
-    if folder is None:
-        return None, Check(
-            "model",
-            "warn",
-            f"{model} is not in the hub cache, so it was not checked",
-            f"crossrank download {model}" + (f" --revision {revision}" if revision else ""),
-        )
-    return folder, None
+        folder = cached_snapshot(model, revision=revision, cache_dir=cache_dir)
+        if folder is not None:
+            return folder, None
+    if _hub_id_shaped(model):
+        download = f"crossrank download {model}" + (f" --revision {revision}" if revision else "")
+        if reachable is False:
+            consequence = "and the hub cannot be reached from here, so every command that uses it fails"
+        else:
+            consequence = "so every command that uses it downloads it first, and fails where the hub is out of reach"
+        return None, Check("model", "fail", f"{model} is not in the hub cache, {consequence}", download)
+    return None, Check("model", "fail", f"no model folder at {path.resolve()}", _PASS_A_FOLDER)
 
 
 def _smoke(folder: Path, device: str, dtype: str, fallback: str) -> Check:
@@ -154,6 +176,7 @@ def run_doctor(
     fallback: str = "none",
     num_threads: int | None = None,
     smoke: bool = True,
+    network: bool = True,
 ) -> DoctorReport:
     """Run every check; ``model=None`` skips the model and smoke checks.
 
@@ -161,22 +184,26 @@ def run_doctor(
         model: hub id or folder to check (a hub id is only looked up in the cache, never downloaded).
         environ: the environment variables (the CLI passes ``os.environ``).
         smoke: load the model and score two pairs at the end.
+        network: ask the hub whether it can be reached (a HEAD request, ``HUB_TIMEOUT`` seconds at most); when
+            ``False``, or with ``HF_HUB_OFFLINE``, the report says it was not checked.
     """
     from crossrank.models.download import hub_facts
 
     torch, nvml = torch_facts(), nvml_report()
     hub = hub_facts()
     checks = [*check_python(), *check_packages(__version__), *check_conflicts(environ), *check_cuda(torch, nvml)]
+    [hub_check] = check_hub(hub.endpoint, hub.offline, probe_hub if network else None)
     folder: Path | None = None
     if model is not None:
-        folder, missing = _model_folder(model, revision, cache_dir)
+        reachable = False if hub.offline or hub_check.status != "ok" else (True if network else None)
+        folder, missing = _model_folder(model, revision, cache_dir, reachable)
         if missing is not None:
             checks.append(missing)
     half = "float16" if dtype == "auto" else dtype
     need = needed_bytes(count_parameters(folder), half) if folder is not None else None
     checks += check_gpus(nvml, need, half)
     checks += [*check_cpu(torch), *check_threads(torch, environ, num_threads)]
-    checks += check_disk(Path(cache_dir) if cache_dir else hub.cache_dir, hub.offline, hub.endpoint)
+    checks += [*check_disk(Path(cache_dir) if cache_dir else hub.cache_dir), hub_check]
     if folder is not None:
         report = verify_model(folder)
         checks += [Check(f"model {c.name}", c.status, c.detail, c.fix, c.error) for c in report.checks]

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-from collections.abc import Mapping
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -22,15 +25,18 @@ from crossrank.backends.gpu import NvmlReport, describe_processes
 from crossrank.models.verify import Check
 
 __all__ = [
+    "HUB_TIMEOUT",
     "check_conflicts",
     "check_cpu",
     "check_cuda",
     "check_disk",
     "check_gpus",
+    "check_hub",
     "check_packages",
     "check_python",
     "check_threads",
     "installed",
+    "probe_hub",
 ]
 
 # The stack crossrank runs on, and the oldest release of each that works with it (pyproject.toml's floors).
@@ -44,6 +50,8 @@ _MINIMUM = {
 # Packages whose declared pins on each other we check, like `pip check` for this stack only.
 _PINNED = ("transformers", "sentence-transformers", "tokenizers", "huggingface_hub", "FlagEmbedding")
 _GIB = 2**30
+# Seconds the doctor waits for the hub to answer before calling it unreachable.
+HUB_TIMEOUT = 3.0
 
 
 def installed(name: str) -> str | None:
@@ -305,14 +313,49 @@ def check_threads(facts: TorchFacts, environ: Mapping[str, str], configured: int
     return [Check("threads", "ok", detail)]
 
 
-def check_disk(cache_dir: Path, offline: bool, endpoint: str) -> list[Check]:
-    """Where models are cached, how much room is left there, and whether the hub may be reached."""
+def probe_hub(endpoint: str, timeout: float = HUB_TIMEOUT) -> str | None:
+    """Ask ``endpoint`` for its front page within ``timeout`` seconds: None when it answers (any HTTP status, even
+    an error page, means it is reachable), else why it could not be reached. Proxies come from the usual variables."""
+    request = urllib.request.Request(endpoint, method="HEAD", headers={"User-Agent": "crossrank-doctor"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except urllib.error.URLError as exc:
+        return str(exc.reason)
+    except (OSError, ValueError) as exc:  # timeouts, refused connections, a malformed HF_ENDPOINT
+        return str(exc) or type(exc).__name__
+
+
+def check_hub(endpoint: str, offline: bool, probe: Callable[[str], str | None] | None) -> list[Check]:
+    """Whether the hub can be reached, as found by ``probe`` (``None``: not checked, and said so)."""
+    if offline:
+        return [Check("hub", "ok", f"offline (HF_HUB_OFFLINE): {endpoint} not contacted; only cached models load")]
+    if probe is None:
+        return [Check("hub", "ok", f"{endpoint}: reachability not checked")]
+    started = time.perf_counter()
+    problem = probe(endpoint)
+    if problem is None:
+        return [Check("hub", "ok", f"{endpoint} reachable ({1000 * (time.perf_counter() - started):.0f} ms)")]
+    return [
+        Check(
+            "hub",
+            "warn",
+            f"{endpoint} cannot be reached ({problem}): downloads fail; models already in the cache still load",
+            "check the network or proxy (HTTPS_PROXY), or set HF_ENDPOINT to a reachable mirror; on a machine that "
+            "never reaches the hub, download elsewhere and set HF_HUB_OFFLINE=1",
+        )
+    ]
+
+
+def check_disk(cache_dir: Path) -> list[Check]:
+    """Where models are cached and how much room is left there."""
     probe = cache_dir
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
-    mode = "offline (HF_HUB_OFFLINE)" if offline else f"online via {endpoint}"
-    detail = f"hub cache {cache_dir}, {free / _GIB:.1f} GiB free, {mode}"
+    detail = f"hub cache {cache_dir}, {free / _GIB:.1f} GiB free"
     if free < 3 * _GIB:
         return [
             Check("disk", "fail", detail, "free disk space or point HF_HOME at a larger disk (bge-m3 needs 2.3 GB)")
