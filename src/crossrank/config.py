@@ -263,9 +263,10 @@ class Aggregation:
 
     @classmethod
     def parse(cls, text: str) -> Aggregation:
-        """``max``, ``mean``, ``first`` or ``topk_mean:K`` (K >= 1) to an ``Aggregation``."""
+        """``max``, ``mean``, ``first`` or ``topk_mean:K`` (1 <= K <= 999999) to an ``Aggregation``."""
         name, _, k = text.strip().partition(":")
-        if name == "topk_mean" and k.isdigit() and int(k) >= 1:
+        # ASCII digits only, and few of them: int() of thousands of digits raises (Python's int-string limit).
+        if name == "topk_mean" and re.fullmatch(r"[0-9]{1,6}", k) and int(k) >= 1:
             return cls("topk_mean", int(k))
         if not k and name in ("max", "mean", "first"):
             return cls(name)  # type: ignore[arg-type]  # checked just above

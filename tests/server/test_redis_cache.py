@@ -111,3 +111,26 @@ def test_a_redis_outage_degrades_to_computing(
             time.sleep(0.5)
         assert metric(_metrics(server.url), "crossrank_cache_hits_total", cache="redis") > 0
     assert [(i, pytest.approx(s, abs=1e-5)) for i, s in scored] == _uncached(english_reranker, DOCS)
+
+
+def test_entries_crossrank_did_not_write_are_misses_counted_and_deleted(
+    redis: RedisServer, fake_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url())
+    garbage = [b"not json", b'{"a": 1}', b"[1]", b"[" * 100_000, b"\xff\xfe", b'"text"', b"[0.5, [0, 1, 2], 1]"]
+    with Reranker(str(fake_model_dir), backend="fake", cache_url=redis.url(), cache_prefix="g:") as rr:
+        first = [(r.index, r.score) for r in rr.rerank(QUERY, DOCS).results]
+        keys = sorted(client.keys("g:*"))
+        assert len(keys) == len(DOCS)
+        for round_ in range(0, len(garbage), len(DOCS)):  # every kind of garbage, a request's worth at a time
+            for key, value in zip(keys, garbage[round_ : round_ + len(DOCS)], strict=False):
+                client.set(key, value)
+            stats = rr.scorer.cache.stats  # type: ignore[attr-defined]
+            errors = stats.errors
+            again = rr.rerank(QUERY, DOCS)  # was a 503 (JSONDecodeError, IndexError) through the server
+            assert [(r.index, r.score) for r in again.results] == first
+            assert stats.errors > errors
+            assert all(client.get(key) not in garbage for key in keys)  # deleted, then written afresh
+        assert rr.rerank(QUERY, DOCS).usage.cached_documents == len(DOCS)

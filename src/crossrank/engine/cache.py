@@ -143,6 +143,7 @@ class CachedScorer:
         self.cache = cache
         self.identity = identity
         self._fields = _per_document_fields()
+        self._shapes: list[tuple[tuple[int, ...], np.dtype[Any]]] | None = None  # each field's, on first use
 
     @property
     def tokenizer(self) -> PairTokenizer:
@@ -163,7 +164,7 @@ class CachedScorer:
             [_key(digest, r.query, d) for d in r.documents] if r.use_cache else []
             for r, digest in zip(requests, digests, strict=True)
         ]
-        found = [self._lookup(k, len(r.documents)) for k, r in zip(keys, requests, strict=True)]
+        found = [self._lookup(k, r) for k, r in zip(keys, requests, strict=True)]
         missing = [[i for i, row in enumerate(rows) if row is None] for rows in found]
         partial = [
             dataclasses.replace(r, documents=[r.documents[i] for i in where])
@@ -185,10 +186,25 @@ class CachedScorer:
             results.append(self._assemble(request, rows, scored))
         return results
 
-    def _lookup(self, keys: list[str], documents: int) -> list[Row | None]:
+    def _lookup(self, keys: list[str], request: ScoreRequest) -> list[Row | None]:
         if not keys:  # the request asked not to use the cache
-            return [None] * documents
-        return self.cache.get_many(keys)
+            return [None] * len(request.documents)
+        rows = self.cache.get_many(keys)
+        return self._checked(request, rows) if any(row is not None for row in rows) else rows
+
+    def _checked(self, request: ScoreRequest, rows: list[Row | None]) -> list[Row | None]:
+        """Rows not shaped as this scorer writes them (a shared cache holds anything) become misses, counted as
+        cache errors; the row computed in their place overwrites them."""
+        if self._shapes is None:
+            empty = self._empty(request)
+            self._shapes = [(getattr(empty, n).shape[1:], getattr(empty, n).dtype) for n in self._fields]
+        checked = [row if row is None or _fits(row, self._shapes) else None for row in rows]
+        bad = sum(row is not None for row in rows) - sum(row is not None for row in checked)
+        if bad:
+            stats = self.cache.stats
+            stats.hits, stats.misses, stats.errors = stats.hits - bad, stats.misses + bad, stats.errors + bad
+            _log.warning("result cache (%s): %d entries are not rows of this scorer; computed", self.cache.kind, bad)
+        return checked
 
     def _assemble(self, request: ScoreRequest, rows: list[Row | None], scored: ScoredRequest | None) -> ScoredRequest:
         """A ScoredRequest in document order from full rows; usage counts what the model read plus the hits."""
@@ -205,6 +221,21 @@ class CachedScorer:
         # Scoring nothing gives the shapes and dtypes of every column, and a zero Usage.
         (empty,) = self.scorer.score([dataclasses.replace(request, documents=[])], BatchingOptions())
         return empty
+
+
+def _fits(row: Any, shapes: list[tuple[tuple[int, ...], np.dtype[Any]]]) -> bool:
+    """Whether ``row`` has one value per field, each of the field's shape and kind of number."""
+    if not isinstance(row, list) or len(row) != len(shapes):
+        return False
+    for value, (shape, dtype) in zip(row, shapes, strict=True):
+        try:
+            kind = np.asarray(value).dtype.kind
+            converted = np.asarray(value, dtype=dtype)  # out of the column's range: OverflowError
+        except (ValueError, TypeError, OverflowError):  # ragged lists, objects
+            return False
+        if converted.shape != shape or kind not in ("iuf" if dtype.kind == "f" else "iu"):
+            return False
+    return True
 
 
 def _plain(value: Any) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
 from crossrank._version import __version__
@@ -19,7 +20,13 @@ from crossrank.server import cohere, ops, tei
 from crossrank.server.body import document_bodies
 from crossrank.server.errors import install_error_handlers
 from crossrank.server.metrics import Metrics
-from crossrank.server.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, document_auth
+from crossrank.server.middleware import (
+    AccessMiddleware,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    BodyTimeoutMiddleware,
+    document_auth,
+)
 from crossrank.server.options import ServerOptions
 from crossrank.server.service import RerankService, ServerState
 
@@ -94,7 +101,8 @@ def create_app(
                 metrics.ready.set(0)
                 await asyncio.to_thread(state.reranker.close)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the installed package, not from a CDN.
+    app = FastAPIOffline(
         title="crossrank",
         version=__version__,
         description="Cross-encoder reranking with Cohere-, Jina-, TEI- and vLLM-compatible APIs.",
@@ -109,6 +117,7 @@ def create_app(
     # Added innermost first. Auth before the body limit, so no one without a key makes the server
     # read a body; CORS outside auth, so browsers' preflight requests (which carry no key) pass.
     app.add_middleware(BodyLimitMiddleware, limit=options.max_body_bytes)
+    app.add_middleware(BodyTimeoutMiddleware, timeout=options.body_timeout)
     app.add_middleware(AuthMiddleware, keys=options.api_keys)
     if options.api_keys:
         document_auth(app)

@@ -89,7 +89,9 @@ def v1_response(
     return RerankV1Response(
         id=str(uuid.uuid4()),
         model=model,
-        usage=TokenUsage(total_tokens=result.usage.total_tokens),
+        usage=TokenUsage(
+            total_tokens=result.usage.total_tokens, unreadable_texts=result.usage.unreadable_texts or None
+        ),
         results=[
             RerankV1Result(
                 index=r.index,

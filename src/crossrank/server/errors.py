@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from crossrank.errors import (
     BackendError,
@@ -36,6 +37,7 @@ __all__ = [
     "documented_errors",
     "error_response",
     "install_error_handlers",
+    "request_details",
 ]
 
 _log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ _COHERE_PATHS = ("/v1/", "/v2/")
 _MEANING = {
     400: "The body is not valid JSON (TEI: or `texts` is empty).",
     401: "The API key is missing or wrong (servers started with --api-key).",
+    408: "The body paused longer than --body-timeout between two parts; the connection is closed.",
     413: "A size limit was passed: documents, characters or body bytes; the message names the field and the limit.",
     422: "A field is missing or has the wrong type or value; the message names the field.",
     429: "The queue is full; retry after Retry-After seconds.",
@@ -93,16 +96,31 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 # The error statuses every rerank route can answer.
-RERANK_ERRORS = (400, 401, 413, 422, 429, 503)
+RERANK_ERRORS = (400, 401, 408, 413, 422, 429, 503)
+
+
+def request_details(scope: Scope) -> dict[str, Any]:
+    """The per-request dict the access log prints (with its ``request_id``); routes add documents, tokens, timings."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    details: dict[str, Any] = state.setdefault("crossrank", {})
+    return details
 
 
 def error_response(
-    path: str, status: int, message: str, error_type: str, headers: dict[str, str] | None = None
+    path: str,
+    status: int,
+    message: str,
+    error_type: str,
+    headers: dict[str, str] | None = None,
+    *,
+    request_id: str | None = None,
 ) -> JSONResponse:
-    """A JSON error in the shape the dialect of ``path`` uses."""
+    """A JSON error in the shape the dialect of ``path`` uses (with ``request_id``, the log line to look for)."""
     cohere = path.startswith(_COHERE_PATHS)
     message = utf8_safe(message)  # it may quote the request
     body: dict[str, Any] = {"message": message} if cohere else {"error": message, "error_type": error_type}
+    if request_id is not None:
+        body["request_id"] = request_id
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -124,9 +142,13 @@ async def _crossrank_error(request: Request, error: CrossrankError) -> JSONRespo
         headers = {"Retry-After": str(error.retry_after)}
     elif isinstance(error, NotReadyError):
         headers = {"Retry-After": "5"}
-    if status >= 500:
-        _log.warning("%s %s failed: %s", request.method, request.url.path, error)
-    return error_response(request.url.path, status, str(error), error_type, headers)
+    message, request_id = str(error), None
+    if status >= 500 and not isinstance(error, NotReadyError):
+        # The runtime's own text (paths, tensor shapes, library internals) stays in the log, under the request id.
+        request_id = request_details(request.scope).get("request_id")
+        _log.warning("%s %s failed (request id %s): %s", request.method, request.url.path, request_id, error)
+        message = f"scoring failed on the server ({type(error).__name__}); see its log, request id {request_id}"
+    return error_response(request.url.path, status, message, error_type, headers, request_id=request_id)
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -157,10 +179,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    _log.exception("%s %s: unexpected error", request.method, request.url.path)
-    return error_response(
-        request.url.path, 500, f"internal error ({type(exc).__name__}); see the server log", "backend"
-    )
+    request_id = request_details(request.scope).get("request_id")
+    _log.exception("%s %s: unexpected error (request id %s)", request.method, request.url.path, request_id)
+    message = f"internal error ({type(exc).__name__}); see the server log, request id {request_id}"
+    return error_response(request.url.path, 500, message, "backend", request_id=request_id)
 
 
 def install_error_handlers(app: FastAPI) -> None:

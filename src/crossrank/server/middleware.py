@@ -1,4 +1,4 @@
-"""ASGI middleware: access log and request metrics, API-key auth, request body limit.
+"""ASGI middleware: access log and request metrics, API-key auth, request body limit and body timeout.
 
 Plain ASGI (no ``BaseHTTPMiddleware``) so nothing buffers responses or breaks client-disconnect
 detection, and so a rejected request is answered before its body is read.
@@ -6,6 +6,7 @@ detection, and so a rejected request is answered before its body is read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -17,10 +18,17 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crossrank.server.errors import error_response
+from crossrank.server.errors import error_response, request_details
 from crossrank.server.metrics import Metrics
 
-__all__ = ["AccessMiddleware", "AuthMiddleware", "BodyLimitMiddleware", "document_auth", "request_details"]
+__all__ = [
+    "AccessMiddleware",
+    "AuthMiddleware",
+    "BodyLimitMiddleware",
+    "BodyTimeoutMiddleware",
+    "document_auth",
+    "request_details",
+]
 
 _access_log = logging.getLogger("crossrank.server.access")
 
@@ -29,13 +37,6 @@ RERANK_ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank"})
 _KNOWN_ROUTES = RERANK_ROUTES | {"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json"}
 # Routes that answer without an API key.
 _OPEN_ROUTES = frozenset({"/health"})
-
-
-def request_details(scope: Scope) -> dict[str, Any]:
-    """The per-request dict the access log prints; routes add documents, tokens and timings to it."""
-    state: dict[str, Any] = scope.setdefault("state", {})
-    details: dict[str, Any] = state.setdefault("crossrank", {})
-    return details
 
 
 class AccessMiddleware:
@@ -150,6 +151,45 @@ def document_auth(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class _BodyTooSlow(HTTPException):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            408,
+            f"no part of the request body came for {timeout:g} s (--body-timeout); send the body without pauses",
+            headers={"Connection": "close"},
+        )
+
+
+class BodyTimeoutMiddleware:
+    """Answer 408 and close the connection when the body stalls for ``timeout`` seconds between two chunks.
+
+    Only while the body comes in: waiting for the answer (the route listens for a disconnect) is not bounded.
+    """
+
+    def __init__(self, app: ASGIApp, *, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        reading = True
+
+        async def timed_receive() -> Message:
+            nonlocal reading
+            if not reading:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+                raise _BodyTooSlow(self.timeout) from None
+            reading = message["type"] == "http.request" and message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)
 
 
 class _BodyTooLarge(HTTPException):

@@ -33,7 +33,8 @@ async def health(service: Service) -> JSONResponse:
     state = service.state
     worker_dead = state.status == "ready" and state.reranker is not None and not state.reranker.batcher.alive
     if state.status == "failed" or worker_dead:
-        reason = str(state.error) if state.status == "failed" else "the scoring worker stopped"
+        # /health answers without a key: why loading failed (paths, exception text) is for the server log only.
+        reason = "the model failed to load" if state.status == "failed" else "the scoring worker stopped"
         return JSONResponse({"error": reason, "error_type": "unhealthy"}, status_code=503)
     return JSONResponse({"status": "ok"})
 
@@ -83,7 +84,6 @@ async def info(service: Service) -> dict[str, Any]:
         rr = service.state.reranker.reranker
         backend = rr.scorer.backend
         body.update(
-            model_path=str(rr.info.path),
             revision=rr.revision,
             backend=backend.name,
             device=backend.device,

@@ -66,7 +66,8 @@ MinScore = Annotated[
 Aggregate = Annotated[
     str | None,
     Field(
-        pattern=r"^(max|mean|first|topk_mean:[1-9][0-9]*)$",
+        # K has at most 6 digits: more windows than a document may have (max_chunks_per_doc) means all of them.
+        pattern=r"^(max|mean|first|topk_mean:[1-9][0-9]{0,5})$",
         description="crossrank extension: how a long document's windows make its score (default max).",
     ),
 ]
@@ -236,6 +237,11 @@ class RerankV1Result(Evidence):
 
 class TokenUsage(BaseModel):
     total_tokens: int
+    unreadable_texts: int | None = Field(
+        default=None,
+        description="crossrank extension, only when some: texts mostly in tokens the model cannot read (their "
+        "scores are guesses).",
+    )
 
 
 class RerankV1Response(BaseModel):
@@ -256,6 +262,7 @@ class CohereErrorResponse(BaseModel):
     """An error on ``/v1`` and ``/v2`` routes, in Cohere's shape."""
 
     message: str
+    request_id: str | None = Field(default=None, description="On server failures (5xx): the log line to look for.")
 
 
 class TeiErrorResponse(BaseModel):
@@ -263,6 +270,7 @@ class TeiErrorResponse(BaseModel):
 
     error: str
     error_type: str
+    request_id: str | None = Field(default=None, description="On server failures (5xx): the log line to look for.")
 
 
 class StatusResponse(BaseModel):

@@ -58,7 +58,8 @@ class ServerState:
         if self.status == "ready" and self.reranker is not None:
             return self.reranker
         if self.status == "failed":
-            raise NotReadyError(f"the model failed to load: {self.error}", fix="read the server log and restart it")
+            # Why (a path, an exception's text) is in the server log, not in answers.
+            raise NotReadyError("the model failed to load", fix="read the server log and restart it")
         raise NotReadyError("the model is still loading", fix="wait for GET /ready to answer 200")
 
 
