@@ -119,7 +119,7 @@ def test_rerank_reports_chunking_and_truncation_fake_backend(fake_model_dir: Pat
     args = ["rerank", "q", long, *fake(fake_model_dir), "--max-length", "128", "--json"]
     out = run_cli(*args)
     assert out.exit_code == 0, out.stderr
-    assert "1 long document(s) were read in windows of 128 tokens" in out.stderr
+    assert "1 long document(s) were read in windows of up to 128 tokens" in out.stderr
     payload = json.loads(out.stdout)
     assert payload["usage"]["chunked_documents"] == 1 and payload["usage"]["truncated_documents"] == 0
     span = payload["results"][0]["span"]

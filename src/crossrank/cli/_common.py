@@ -25,8 +25,10 @@ from crossrank.settings import Settings
 
 __all__ = [
     "CACHE_FLAGS",
+    "EXIT_CODES_HELP",
     "MODEL_FLAGS",
     "SCORING_FLAGS",
+    "AddressInUseError",
     "Flags",
     "JsonOption",
     "exit_code",
@@ -60,13 +62,23 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
+
+class AddressInUseError(CrossrankError):
+    """``crossrank serve`` cannot listen: the address is taken by another process or not this machine's."""
+
+
 # One table from error class to exit code; the first matching class wins.
 _EXIT_CODES: tuple[tuple[type[CrossrankError], int], ...] = (
     (ConfigError, 2),
     (InputError, 2),
     (ModelError, 3),
     (BackendError, 4),
+    (AddressInUseError, 5),
     (CrossrankError, 1),
+)
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 failed, 2 bad option or input, 3 model not found or unusable, 4 runtime failure, "
+    "5 serve: address in use."
 )
 
 

@@ -26,10 +26,12 @@ from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm_rich
 
 from crossrank.batch import BatchReport
+from crossrank.cli._help import cli_text
 from crossrank.errors import CrossrankError
 from crossrank.evaluate import CompareReport, EvalReport
 from crossrank.models.download import DownloadResult
 from crossrank.models.verify import Check, VerifyReport
+from crossrank.settings import Settings
 from crossrank.tools.bench import BenchReport
 from crossrank.tools.check import CheckReport
 from crossrank.tools.demo import DemoReport
@@ -63,10 +65,15 @@ def _clip(text: str, width: int = 80) -> str:
     return escape(flat if len(flat) <= width else flat[: width - 1] + "…")
 
 
+# Reranker keyword arguments, which are also the CLI's flags: a fix's Python words are shown as flags (the message
+# says what happened in the library's words; the fix says what to type).
+_FLAG_NAMES = frozenset(Settings.model_fields)
+
+
 def print_error(error: CrossrankError) -> None:
     _err.print(f"[bold red]error:[/] {escape(error.message)}")
     if error.fix:
-        _err.print(f"[bold]fix:[/] {escape(error.fix)}")
+        _err.print(f"[bold]fix:[/] {escape(cli_text(error.fix, _FLAG_NAMES))}")
 
 
 def print_note(text: str) -> None:
@@ -152,7 +159,8 @@ def _print_checks(title: str, checks: list[Check], status: str) -> None:
     for column in ("check", "", "finding"):
         table.add_column(column)
     for check in checks:
-        finding = escape(check.detail) + (f"\n[bold]fix:[/] {escape(check.fix)}" if check.fix else "")
+        fix = cli_text(check.fix, _FLAG_NAMES) if check.fix else None
+        finding = escape(check.detail) + (f"\n[bold]fix:[/] {escape(fix)}" if fix else "")
         table.add_row(escape(check.name), _MARK[check.status], finding)
     _out.print(table)
     _out.print(f"result: {_MARK[status]}")
@@ -163,7 +171,21 @@ def print_verify(report: VerifyReport) -> None:
 
 
 def print_doctor(report: DoctorReport) -> None:
-    _print_checks("crossrank doctor", report.checks, report.status)
+    """The findings as a table (long words folded onto the next line, never cut), then every fix in full on a line
+    of its own, never wrapped or cut by rich, so a command or path can be copied as printed."""
+    table = Table(title="crossrank doctor", title_justify="left", show_lines=False)
+    table.add_column("check", no_wrap=True)
+    table.add_column("")
+    table.add_column("finding", overflow="fold")
+    for check in report.checks:
+        table.add_row(escape(check.name), _MARK[check.status], escape(check.detail))
+    _out.print(table)
+    fixes = [check for check in report.checks if check.fix]
+    if fixes:
+        _out.print("fixes:")
+    for check in fixes:
+        _out.print(f"  {escape(check.name)}: [bold]fix:[/] {escape(check.fix or '')}", soft_wrap=True, crop=False)
+    _out.print(f"result: {_MARK[report.status]}")
 
 
 def print_download(result: DownloadResult) -> None:
@@ -298,17 +320,26 @@ def print_bench(report: BenchReport) -> None:
         f"{workload['document_tokens_min']}-{workload['document_tokens_max']} tokens "
         f"(mean {workload['document_tokens_mean']:.0f}), seed {workload['seed']}"
     )
-    table = Table(
-        "system", "precision", "pairs/s", "tokens/s", "p50 ms", "p95 ms", "p99 ms", "padding eff.", "peak RSS MiB"
+    # Two tables of at most eight columns, so each fits 100 columns (a pipe or an 80-column terminal would
+    # squeeze one table of fourteen figures to "1,2…"); a system that failed gets a line of its own below.
+    speed = Table("system", "precision", "pairs/s", "tokens/s", "p50 ms", "p95 ms", "p99 ms", title="speed")
+    cost = Table(
+        "system", "padding eff.", "peak RSS MiB", "TFLOP/s", "MFU", "peak GPU MiB", "load s", "first s", title="cost"
     )
-    for column in ("model TFLOP/s", "MFU", "peak GPU MiB", "load s", "first score s"):
-        table.add_column(column)
+    for table in (speed, cost):
+        table.title_justify = "left"
+        for column in table.columns:
+            if column.header not in ("system", "precision"):
+                column.justify = "right"
+                column.no_wrap = True
+    failures = []
     for r in report.results:
         if r.error is not None:
-            table.add_row(escape(r.system), "", f"[red]failed: {escape(r.error)}[/]")
+            failures.append(f"[red]{escape(r.system)} failed:[/] {escape(r.error)}")
+            speed.add_row(escape(r.system), "[red]failed[/]")
             continue
         padding = "-" if r.padding_efficiency is None else f"{r.padding_efficiency:.0%}"
-        table.add_row(
+        speed.add_row(
             escape(r.system),
             escape(r.precision),
             f"{r.pairs_per_second:,.2f}",
@@ -316,6 +347,9 @@ def print_bench(report: BenchReport) -> None:
             f"{r.p50_ms:,.0f}",
             f"{r.p95_ms:,.0f}",
             f"{r.p99_ms:,.0f}",
+        )
+        cost.add_row(
+            escape(r.system),
             padding,
             _mib(r.peak_rss_bytes),
             "-" if r.model_tflops is None else f"{r.model_tflops:,.2f}",
@@ -324,8 +358,12 @@ def print_bench(report: BenchReport) -> None:
             f"{r.load_seconds:.1f}",
             f"{r.first_score_seconds:.1f}",
         )
-    # Fourteen columns: a pipe or a narrow terminal (80) would squeeze every figure to "1,2…".
-    Console(highlight=False, width=max(_out.width, 180)).print(table)
+    console = Console(highlight=False, width=100)
+    console.print(speed)
+    if cost.row_count:
+        console.print(cost)
+    for line in failures:
+        _out.print(line)
     for peer, ratio in report.ratios.items():
         _out.print(f"crossrank / {escape(peer)}: [bold]{ratio:.2f}x[/] pairs/s")
     if report.capacity is not None:

@@ -51,7 +51,9 @@ def bench(
 ) -> None:
     """Measure pairs/s, tokens/s, latency percentiles and memory, with peers side by side (ratios).
 
-    Exit code 1 when a system failed (its error is in the report), 2 on bad options.
+    Two tables (speed, cost) that fit 100 columns. crossrank's own errors (a bad option, an unusable model) stop
+    the run before any table, with the exit codes of every command: 2 bad option, 3 model not found or unusable,
+    4 runtime failure. A peer that fails is reported below the tables and the command exits 1.
     """
     from crossrank.tools.bench import BenchOptions, m3_shape, plot_report, run_bench
 

@@ -27,6 +27,8 @@ def download(
 
     Every file is checked against the sizes and sha256 the hub lists, then a manifest
     (.crossrank-manifest.json: revision, commit, sizes, sha256) is written for `crossrank verify`.
+
+    Exit codes: 0 downloaded, 2 bad option, 3 not found, unreachable (no network) or not a usable reranker.
     """
     with reporting_errors():
         result = download_model(

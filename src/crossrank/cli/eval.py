@@ -20,6 +20,7 @@ from crossrank.cli._common import (
 from crossrank.cli._render import print_compare, print_eval, task_progress
 from crossrank.errors import ConfigError
 from crossrank.evaluate import FirstStage, compare, evaluate, find_datasets, write_trec_run
+from crossrank.evaluate.runner import check_evaluable
 
 __all__ = ["eval_command"]
 
@@ -98,6 +99,8 @@ def eval_command(
         if candidates is not None and len(data) != 1:
             raise ConfigError("--candidates needs exactly one --data folder")
         datasets = [d for path in data for d in find_datasets(path, split=split, candidates=candidates)]
+        for found in datasets:
+            check_evaluable(found)  # before the model loads
         reranker = open_reranker(flags)
         with task_progress("pairs") as progress:
             report = evaluate(

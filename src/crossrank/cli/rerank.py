@@ -22,6 +22,8 @@ from crossrank.cli._common import (
 )
 from crossrank.cli._render import print_note, print_rerank
 from crossrank.errors import InputError
+from crossrank.reranker import Reranker
+from crossrank.types import Usage
 
 __all__ = ["rerank"]
 
@@ -44,16 +46,63 @@ def read_documents(source: str) -> list[str]:
         name, text = "<stdin>", sys.stdin.read()
     else:
         path = Path(source)
-        if not path.is_file():
-            raise InputError(f"no such file: {path}")
+        if path.is_dir():
+            raise InputError(f"{path} is a directory, not a file of documents", fix="pass a .txt or .jsonl file")
+        if not path.exists():
+            raise InputError(f"no such file: {path}", fix="check the path (or pass '-' to read stdin)")
         try:
             name, text = str(path), path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror}") from None
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not lines and source != "-":  # empty stdin: "no documents given" says every way to pass them
+        raise InputError(
+            f"{name} has no documents: it is empty or holds only blank lines",
+            fix='put one document per line (.txt), or a JSON string or {"text": ...} per line (.jsonl)',
+        )
     if name.endswith(".jsonl"):
         return [_jsonl_document(line, f"{name}:{number}") for number, line in lines]
     return [line for _, line in lines]
+
+
+def usage_notes(reranker: Reranker, usage: Usage) -> list[str]:
+    """What was not read plainly (windows, cuts), and the option that changes it."""
+    notes = []
+    max_length, chunking = reranker.truncation.max_length, reranker.chunking
+    if usage.chunked_documents:
+        notes.append(
+            f"{usage.chunked_documents} long document(s) were read in windows of up to {max_length} tokens "
+            f"({usage.chunks} query-window pairs in all), scored by {chunking.aggregate}"
+        )
+    if not usage.truncated_documents:
+        return notes
+    cut = f"{usage.truncated_documents} document(s)"
+    if chunking.aggregate == "first":  # one window each: plain truncation
+        longer = (
+            f"raise --max-length (up to {reranker.model_max_length}), or "
+            if max_length < reranker.model_max_length
+            else ""
+        )
+        notes.append(
+            f"{cut} were cut to {max_length} tokens ({usage.truncated_tokens} tokens not read); "
+            f"{longer}read them whole in windows with --aggregate max"
+        )
+        return notes
+    # The windows stop at --max-chunks-per-doc (or --max-tokens-per-doc): what lies past them is dropped.
+    overlap = max_length // 8 if chunking.overlap_tokens is None else chunking.overlap_tokens
+    missing = -(-usage.truncated_tokens // max(max_length - overlap, 1))  # a window reads fewer: a lower bound
+    cap = reranker.truncation.max_tokens_per_doc
+    limit = f"{chunking.max_chunks_per_doc} windows (--max-chunks-per-doc)" + (
+        f" or {cap} tokens (--max-tokens-per-doc)" if cap is not None else ""
+    )
+    notes.append(
+        f"{cut} were longer than {limit} cover: {usage.truncated_tokens} tokens past the last window were not "
+        f"read (at least {missing} more window(s)); raise --max-chunks-per-doc (now {chunking.max_chunks_per_doc})"
+        + (" or --max-tokens-per-doc" if cap is not None else "")
+    )
+    return notes
 
 
 @with_flags(MODEL_FLAGS, SCORING_FLAGS)
@@ -61,7 +110,8 @@ def rerank(
     query: Annotated[str, typer.Argument(help="The search query.")],
     documents: Annotated[list[str] | None, typer.Argument(help="Documents; or use --file, or pipe them in.")] = None,
     file: Annotated[
-        str | None, typer.Option("--file", "-f", help=".txt (one per line) or .jsonl file; '-' for stdin.")
+        str | None,
+        typer.Option("--file", "-f", metavar="FILE", help=".txt (one per line) or .jsonl file; '-' for stdin."),
     ] = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-n", min=1, help="Show only the best N.")] = None,
     as_json: JsonOption = False,
@@ -81,18 +131,8 @@ def rerank(
         started = time.perf_counter()
         result = reranker.rerank(query, texts, top_n=top_n)
         latency_ms = 1000 * (time.perf_counter() - started)
-        if result.usage.chunked_documents:
-            how = reranker.chunking.aggregate
-            print_note(
-                f"{result.usage.chunked_documents} long document(s) were read in windows of "
-                f"{reranker.truncation.max_length} tokens ({result.usage.chunks} pairs in all), scored by {how}"
-            )
-        if result.usage.truncated_documents:
-            print_note(
-                f"{result.usage.truncated_documents} document(s) were cut to {reranker.truncation.max_length} "
-                f"tokens ({result.usage.truncated_tokens} tokens not read); raise --max-length "
-                f"(up to {reranker.model_max_length})"
-            )
+        for note in usage_notes(reranker, result.usage):
+            print_note(note)
         if as_json:
             payload = {
                 "model": reranker.model,

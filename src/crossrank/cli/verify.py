@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from crossrank.cli._common import JsonOption
+from crossrank.cli._common import JsonOption, reporting_errors, settings
 from crossrank.cli._render import print_verify
-from crossrank.models.verify import verify_model
+from crossrank.models.verify import model_folder, verify_model
 from crossrank.tools.doctor import EXIT_CODES
 
 __all__ = ["verify"]
 
 
 def verify(
-    path: Annotated[Path, typer.Argument(help="The model folder (with config.json).")],
+    path: Annotated[
+        str, typer.Argument(help="The model folder (with config.json), or the hub id of a downloaded model.")
+    ],
     allow_pickle: Annotated[bool, typer.Option(help="Accept pytorch_model.bin (pickle) weights.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Check a model folder fully: files, formats, sizes, sha256 against the manifest, shapes, tokenizer.
 
-    Exits 0 when all is ok, 1 on a warning (e.g. no manifest to compare with), 2 when something is broken.
+    Exits 0 when all is ok, 1 on a warning (e.g. no manifest to compare with), 2 when something is broken,
+    3 when there is no model folder to check (no such path, a file, a hub id not downloaded).
     """
-    report = verify_model(path, allow_pickle=allow_pickle)
+    with reporting_errors():
+        report = verify_model(model_folder(path, cache_dir=settings().cache_dir), allow_pickle=allow_pickle)
     if as_json:
         payload = {
             "path": str(report.path),

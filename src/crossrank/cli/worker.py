@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from crossrank.cli._common import BATCH_FLAGS, MODEL_FLAGS, SCORING_FLAGS, Flags, reporting_errors, settings, with_flags
+from crossrank.errors import ConfigError
 
 __all__ = ["worker"]
 
@@ -26,14 +27,26 @@ def worker(
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own copy of the model.")] = 1,
     queue: Annotated[str, typer.Option(help="Queue to consume.")] = "celery",
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], typer.Option(help="debug, info, warning or error.")
+    ] = "info",
     *,
     flags: Flags,
 ) -> None:
-    """Run a Celery worker for the `crossrank.rerank` task (see crossrank.integrations.celery)."""
-    from crossrank.integrations.celery import create_celery
+    """Run a Celery worker for the `crossrank.rerank` task (see crossrank.integrations.celery).
 
+    Needs the celery extra: pip install 'crossrank[celery]'.
+    """
     with reporting_errors():
+        try:
+            from crossrank.integrations.celery import create_celery
+        except ImportError as exc:
+            if (exc.name or "").split(".")[0] not in {"celery", "kombu", "redis"}:
+                raise
+            raise ConfigError(
+                f"crossrank worker needs the celery extra, and {exc.name} is not installed",
+                fix="pip install 'crossrank[celery]'",
+            ) from None
         app = create_celery(settings({**flags, "celery_broker_url": broker, "celery_result_backend": backend}))
         app.worker_main(
             [

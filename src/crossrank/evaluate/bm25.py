@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from crossrank.errors import InputError
 from crossrank.evaluate.extras import require
 
 __all__ = ["Bm25Index", "tokenize"]
@@ -55,6 +56,8 @@ class Bm25Index:
     """
 
     def __init__(self, documents: dict[str, str], *, k1: float = 0.9, b: float = 0.4) -> None:
+        if not documents:  # bm25s fails on an empty corpus with "max() arg is an empty sequence"
+            raise InputError("BM25 needs at least one document to index, and none was given")
         self._ids = list(documents)
         # Position of each id in sorted order: the tie-breaker, so equal scores order by id.
         self._id_rank = np.empty(len(self._ids), dtype=np.int64)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crossrank._version import __version__
-from crossrank.errors import ConfigError, InputError
+from crossrank.errors import ConfigError, DataFormatError, InputError
 from crossrank.evaluate.bm25 import Bm25Index
 from crossrank.evaluate.data import Dataset, find_datasets
 from crossrank.evaluate.metrics import METRICS, mean, paired_p_value, per_query
@@ -22,6 +22,7 @@ __all__ = [
     "EvalReport",
     "FirstStage",
     "ProgressCallback",
+    "check_evaluable",
     "evaluate",
     "run_first_stage",
     "write_trec_run",
@@ -31,9 +32,11 @@ FirstStage = Literal["auto", "candidates", "bm25"]
 #: Called as ``progress(dataset_name, pairs_done, pairs_total)`` after each scored chunk.
 ProgressCallback = Callable[[str, int, int], None]
 
-# Pairs scored per Reranker call: large enough for well-packed length-sorted batches, small enough
-# for a progress bar that moves.
+# Pairs scored per Reranker call at most: large enough for well-packed length-sorted batches; a set smaller
+# than _PROGRESS_STEPS of these is cut finer (down to one query a call) so its progress bar still moves.
 _CHUNK_PAIRS = 1024
+_PROGRESS_STEPS = 20
+_EMPTY_FIX = "check that the file is the complete data set (BEIR: corpus, queries and qrels; C-MTEB: one query a line)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,15 +126,31 @@ def run_first_stage(
 
 
 def _chunks(queries: list[str], ranked: dict[str, list[str]]) -> list[list[str]]:
+    """Whole queries per Reranker call, about ``_CHUNK_PAIRS`` pairs, or a twentieth of a small set's pairs."""
+    target = min(_CHUNK_PAIRS, max(1, sum(len(ranked[q]) for q in queries) // _PROGRESS_STEPS))
     chunks: list[list[str]] = [[]]
     size = 0
     for q in queries:
-        if size >= _CHUNK_PAIRS:
+        if size >= target:
             chunks.append([])
             size = 0
         chunks[-1].append(q)
         size += len(ranked[q])
     return chunks
+
+
+def check_evaluable(dataset: Dataset) -> None:
+    """Raise ``DataFormatError`` when ``dataset`` has nothing to evaluate: no documents, or no judged query."""
+    if not dataset.documents:
+        what = "no documents" if dataset.queries else "no queries and no documents"
+        raise DataFormatError(dataset.path, None, f"{what}: nothing to evaluate", fix=_EMPTY_FIX)
+    if not any(q in dataset.qrels for q in dataset.queries):
+        raise DataFormatError(
+            dataset.path,
+            None,
+            f"no judged queries: none of its {len(dataset.queries)} queries has relevance judgements (qrels)",
+            fix=_EMPTY_FIX,
+        )
 
 
 def _evaluate_one(
@@ -144,6 +163,7 @@ def _evaluate_one(
     max_queries: int | None,
     progress: ProgressCallback | None,
 ) -> DatasetReport:
+    check_evaluable(dataset)
     judged = [q for q in dataset.queries if q in dataset.qrels]
     queries = judged[:max_queries]
     stage, ranked = run_first_stage(dataset, first_stage, top_k, queries)

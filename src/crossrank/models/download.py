@@ -37,6 +37,11 @@ __all__ = [
     "snapshot",
 ]
 
+# httpx's base error (httpx2's in huggingface_hub 2.x), which HfHubHTTPError extends: a refused or timed-out
+# connection reaches us as one, and it is not an OSError. Taken from HfHubHTTPError so either httpx works.
+_HTTP_ERRORS: tuple[type[Exception], ...] = tuple(
+    base for base in HfHubHTTPError.__bases__ if issubclass(base, Exception) and not issubclass(base, OSError)
+)
 _TOKENIZER_FILES = ["config.json", *TOKENIZER_INPUTS]
 
 
@@ -70,8 +75,14 @@ def snapshot(
 
 
 @contextmanager
-def _hub_errors(repo_id: str, revision: str | None, cache_dir: str | None) -> Iterator[None]:
-    """Translate huggingface_hub's exceptions into ``ModelNotFoundError`` with the fix."""
+def _hub_errors(
+    repo_id: str, revision: str | None, cache_dir: str | None, endpoint: str | None = None
+) -> Iterator[None]:
+    """Translate huggingface_hub's exceptions into ``ModelNotFoundError`` with the fix.
+
+    huggingface_hub 1.x and 2.x talk HTTP through httpx: a refused connection, a timeout or a DNS failure is
+    an httpx ``TransportError``, which is neither an ``OSError`` nor an ``HfHubHTTPError``.
+    """
     cache = cache_dir or constants.HF_HUB_CACHE
     download = f"crossrank download {repo_id}" + (f" --revision {revision}" if revision else "")
     try:
@@ -100,6 +111,12 @@ def _hub_errors(repo_id: str, revision: str | None, cache_dir: str | None) -> It
     except (HfHubHTTPError, OSError) as exc:
         raise ModelNotFoundError(
             f"downloading {repo_id} failed: {exc}",
+            fix=f"check the network, then run `{download}` again (finished files are kept); or pass a local folder",
+        ) from exc
+    except _HTTP_ERRORS as exc:  # the connection itself failed (refused, timed out, name not resolved)
+        raise ModelNotFoundError(
+            f"could not reach the Hugging Face hub at {endpoint or constants.ENDPOINT} to download {repo_id}: "
+            f"{type(exc).__name__}: {exc}",
             fix=f"check the network, then run `{download}` again (finished files are kept); or pass a local folder",
         ) from exc
 
@@ -138,7 +155,7 @@ def download_model(
     finished in an earlier run are not fetched again.
     """
     api = HfApi(endpoint=endpoint)
-    with _hub_errors(repo_id, revision, cache_dir):
+    with _hub_errors(repo_id, revision, cache_dir, endpoint):
         commit = str(api.model_info(repo_id, revision=revision or "main").sha)
         folder = Path(
             snapshot_download(

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from crossrank.errors import CrossrankError, IntegrityError
+from crossrank.errors import CrossrankError, IntegrityError, ModelNotFoundError
 from crossrank.models.formats import download_hint, weight_files
 from crossrank.models.info import ModelInfo, read_model_info
 from crossrank.models.integrity import TensorInfo, compare_manifest, read_manifest, read_safetensors_header
+from crossrank.models.resolve import _is_hub_id
 
-__all__ = ["STATUS_ORDER", "Check", "Status", "VerifyReport", "verify_model", "worst"]
+__all__ = ["STATUS_ORDER", "Check", "Status", "VerifyReport", "model_folder", "verify_model", "worst"]
 
 Status = Literal["ok", "warn", "fail"]
 STATUS_ORDER: dict[Status, int] = {"ok": 0, "warn": 1, "fail": 2}
@@ -153,9 +154,38 @@ def _tokenizer(path: Path, tensors: dict[str, TensorInfo]) -> Check:
     return Check("tokenizer", "ok", f"{what} loads, {size:,} tokens{fits}")
 
 
+def model_folder(target: str, *, cache_dir: str | None = None) -> Path:
+    """The folder ``verify`` checks: ``target`` itself, or the cached download of the hub id ``target``.
+
+    Raises ``ModelNotFoundError`` when there is no folder to check (a missing path, a file, a hub id not
+    downloaded); never touches the network.
+    """
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelNotFoundError(
+            f"{path.resolve()} is a file, not a model folder", fix="pass the folder that holds config.json"
+        )
+    if _is_hub_id(target) and "/" in target:
+        # Imported here: huggingface_hub is only needed for hub ids.
+        from crossrank.models.download import cached_snapshot
+
+        folder = cached_snapshot(target, cache_dir=cache_dir)
+        if folder is not None:
+            return folder
+        raise ModelNotFoundError(
+            f"{target} is not downloaded (not in the Hugging Face cache) and is not a local folder",
+            fix=f"download it first: crossrank download {target}",
+        )
+    raise ModelNotFoundError(f"no model folder at {path.resolve()}", fix="check the path")
+
+
 def verify_model(path: Path, *, allow_pickle: bool = False) -> VerifyReport:
     """Run every check on the model folder ``path``; never raises for a broken model, it reports it."""
     path = path.expanduser().resolve()
+    if not path.is_dir():
+        model_folder(str(path))  # raises the error that says what is there instead
     checks: list[Check] = []
     try:
         info: ModelInfo = read_model_info(path, allow_pickle=allow_pickle)

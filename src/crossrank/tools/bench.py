@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from crossrank import __version__
+from crossrank import __version__, errors
 from crossrank.backends.cpu import cpu_flags, cpu_model
 from crossrank.config import cache_folder
 from crossrank.engine.tokenizer import PairTokenizer
@@ -336,6 +336,18 @@ def _failed(system: str, message: str) -> SystemResult:
     return SystemResult(system, "", nan, nan, nan, nan, nan, None, 0, None, nan, nan, 0, 0, nan, error=message)
 
 
+def _raise_crossrank_error(event: dict[str, Any]) -> None:
+    """Raise crossrank's own error (bad option, model unusable...) again here, so it is not a row of the table."""
+    classes = event.get("classes") or []
+    if "CrossrankError" not in classes or event.get("error_message") is None:
+        return
+    for name in classes:
+        cls = getattr(errors, name, None)
+        # The first class of the error's ancestry that takes (message, fix=...) rebuilds it.
+        if isinstance(cls, type) and issubclass(cls, errors.CrossrankError) and "__init__" not in vars(cls):
+            raise cls(str(event["error_message"]), fix=event.get("fix"))
+
+
 def _run_system(
     system: str, python: str, spec: dict[str, Any], folder: Path, progress: Progress, peak_tflops: float | None
 ) -> SystemResult:
@@ -360,6 +372,8 @@ def _run_system(
         config = json.loads((Path(spec["model"]) / "config.json").read_text())
         return _summarise(last, config, peak_tflops)
     if last.get("event") == "error":
+        if system == "crossrank":
+            _raise_crossrank_error(last)
         return _failed(system, last["message"])
     tail = stderr.strip().splitlines()[-1:] or [f"exit code {process.returncode}"]
     return _failed(system, f"{python} stopped: {tail[0]}")

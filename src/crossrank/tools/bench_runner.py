@@ -213,7 +213,15 @@ def main(argv: list[str]) -> int:
     try:
         result = run(spec)
     except Exception as exc:  # any failure of a peer is reported, not raised: the others still run
-        _emit("error", system=spec["system"], message=f"{type(exc).__name__}: {exc}")
+        # crossrank's own errors keep their class and fix, so `crossrank bench` exits as `crossrank rerank` does.
+        _emit(
+            "error",
+            system=spec["system"],
+            message=f"{type(exc).__name__}: {exc}",
+            classes=[cls.__name__ for cls in type(exc).__mro__],
+            error_message=getattr(exc, "message", None),
+            fix=getattr(exc, "fix", None),
+        )
         return 1
     _emit("result", **result)
     return 0
