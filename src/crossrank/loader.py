@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def load_model(options: RerankerOptions, *, backend: Backend | None = None) -> L
     info = resolve_model(spec)
     check_max_length(options.truncation, info)
     digest = model_digest(info.path, allow_pickle=spec.allow_pickle)
-    tokenizer = load_tokenizer(info.path, trust_remote_code=spec.trust_remote_code)
+    tokenizer = _tokenizer(info.path, spec.trust_remote_code, digest)
     runner = backend or load_backend(
         options.backend,
         info.path,
@@ -92,6 +93,13 @@ def describe(options: RerankerOptions) -> Fingerprint:
         info, model_digest(info.path, allow_pickle=options.model.allow_pickle), options.backend, precision
     )
     return Fingerprint.of(identity, options.truncation, options.chunking)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(folder: Path, trust_remote_code: bool, digest: str) -> PairTokenizer:
+    """``load_tokenizer``, kept for the next load of the same files (``digest`` covers them): parsing a large
+    vocabulary takes about a second, and a PairTokenizer is read-only once built, so rerankers can share one."""
+    return load_tokenizer(folder, trust_remote_code=trust_remote_code)
 
 
 def load_tokenizer(folder: Path, *, trust_remote_code: bool = False) -> PairTokenizer:
