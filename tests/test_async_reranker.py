@@ -14,7 +14,8 @@ import pytest
 
 from crossrank import AsyncReranker, BatchingOptions, InferenceError, OverloadedError, Reranker
 from crossrank.backends.base import Backend, EncodedBatch, WrappedBackend
-from crossrank.engine.batcher import BatchStats, MicroBatcher, QueueOptions
+from crossrank.engine.batcher import MicroBatcher, QueueOptions
+from crossrank.engine.observed import BatchStats
 from crossrank.engine.scorer import Scorer, ScoreRequest
 from crossrank.errors import ConfigError
 
@@ -98,7 +99,7 @@ def test_a_full_queue_raises_overloaded_with_a_retry_estimate_fake_backend(
         with pytest.raises(OverloadedError) as refused:
             await batcher.submit(_request(fake_reranker, "q", ["c"] * 20))  # 30 + 20 > 40
         assert refused.value.retry_after >= 1
-        assert batcher.queued_pairs == 30
+        assert batcher.queued_windows == 30
         backend.gate.set()
         assert len((await first).scored.logits) == 5
         assert len((await queued).scored.logits) == 30
@@ -117,10 +118,10 @@ def test_a_cancelled_caller_is_dropped_before_the_model_sees_it_fake_backend(
         await asyncio.to_thread(backend.entered.wait, 10)
         gone = asyncio.create_task(batcher.submit(_request(fake_reranker, "q", ["b"] * 7)))
         await asyncio.sleep(0.05)
-        assert batcher.queued_pairs == 7
+        assert batcher.queued_windows == 7
         gone.cancel()
         await asyncio.sleep(0.05)
-        assert batcher.queued_pairs == 0
+        assert batcher.queued_windows == 0
         backend.gate.set()
         await first
         after = asyncio.create_task(batcher.submit(_request(fake_reranker, "q", ["c"] * 2)))

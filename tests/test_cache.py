@@ -12,8 +12,8 @@ import pytest
 
 from crossrank import Reranker
 from crossrank.config import BatchingOptions, ChunkingOptions, TruncationOptions
-from crossrank.engine.batcher import BatchStats, ObservedBackend
 from crossrank.engine.cache import CachedScorer, LRUScoreCache, cache_key
+from crossrank.engine.observed import BatchStats, ObservedBackend
 from crossrank.engine.scorer import ScoreRequest
 from crossrank.errors import ConfigError
 

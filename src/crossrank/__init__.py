@@ -11,7 +11,6 @@ from crossrank.backends.base import EncodedBatch as EncodedBatch
 from crossrank.config import BatchingOptions as BatchingOptions
 from crossrank.config import CacheOptions as CacheOptions
 from crossrank.config import ChunkingOptions as ChunkingOptions
-from crossrank.config import Fingerprint as Fingerprint
 from crossrank.config import ModelSpec as ModelSpec
 from crossrank.config import RerankerOptions as RerankerOptions
 from crossrank.config import RerankOptions as RerankOptions
@@ -32,6 +31,7 @@ from crossrank.errors import ModelNotFoundError as ModelNotFoundError
 from crossrank.errors import OverloadedError as OverloadedError
 from crossrank.errors import TruncationWarning as TruncationWarning
 from crossrank.errors import UnsupportedModelError as UnsupportedModelError
+from crossrank.fingerprint import Fingerprint as Fingerprint
 from crossrank.reranker import Reranker as Reranker
 from crossrank.types import RerankResult as RerankResult
 from crossrank.types import ScoredDocument as ScoredDocument

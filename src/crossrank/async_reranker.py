@@ -8,7 +8,8 @@ from types import TracebackType
 from typing import Any
 
 from crossrank.config import RerankerOptions, RerankOptions
-from crossrank.engine.batcher import Batched, BatchStats, MicroBatcher, ObservedBackend, QueueOptions
+from crossrank.engine.batcher import Batched, MicroBatcher, QueueOptions
+from crossrank.engine.observed import BatchStats, ObservedBackend
 from crossrank.reranker import Reranker
 from crossrank.types import RerankResult, Timing
 

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,6 @@ __all__ = [
     "Direction",
     "Dtype",
     "Fallback",
-    "Fingerprint",
     "LongQuery",
     "ModelSpec",
     "Quantize",
@@ -35,7 +32,6 @@ __all__ = [
     "TruncationOptions",
     "cache_folder",
     "flat_option_names",
-    "score_options",
 ]
 
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
@@ -462,38 +458,6 @@ def flat_option_names() -> tuple[str, ...]:
     """Every flat keyword ``RerankerOptions.from_flat`` takes (``Reranker``'s and ``Settings``' names)."""
     names = [flat for _, kind, renames in _FLAT_GROUPS for flat in _flat_fields(kind, renames)]
     return (*names, *_FLAT_TOP)
-
-
-def score_options(truncation: TruncationOptions, chunking: ChunkingOptions) -> dict[str, Any]:
-    """The one serialisation of the per-request options that change a score, by their flat names (JSON-ready)."""
-    return {**dataclasses.asdict(truncation), **dataclasses.asdict(chunking)}
-
-
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    """What a score depends on besides its two texts; equal fingerprints give equal scores.
-
-    ``values`` are the model's identity (a digest of its files, its hub commit, the backend and the precision it
-    runs in) and every score-changing option by its flat name; ``digest`` is their canonical hash. The result
-    cache keys on it, ``crossrank batch`` refuses to resume under another, ``/info`` shows it.
-    """
-
-    values: dict[str, Any]
-
-    @classmethod
-    def of(cls, identity: dict[str, Any], truncation: TruncationOptions, chunking: ChunkingOptions) -> Fingerprint:
-        """A loaded model's identity with the options of a request."""
-        return cls({**identity, **score_options(truncation, chunking)})
-
-    @property
-    def digest(self) -> str:
-        """sha256 (hex) of the canonical JSON of ``values``."""
-        return hashlib.sha256(json.dumps(self.values, sort_keys=True).encode()).hexdigest()
-
-    def differences(self, other: Fingerprint) -> list[str]:
-        """The names whose values differ between the two (sorted)."""
-        names = self.values.keys() | other.values.keys()
-        return sorted(name for name in names if self.values.get(name) != other.values.get(name))
 
 
 def cache_folder(name: str) -> Path:

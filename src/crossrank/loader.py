@@ -11,11 +11,12 @@ from typing import Any
 
 from crossrank.backends.base import Backend
 from crossrank.backends.registry import load_backend
-from crossrank.config import CacheOptions, Fingerprint, RerankerOptions, TruncationOptions, cache_folder
+from crossrank.config import CacheOptions, RerankerOptions, TruncationOptions, cache_folder
 from crossrank.engine.cache import CachedScorer, open_cache
 from crossrank.engine.scorer import RequestScorer, Scorer
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.errors import ConfigError, UnsupportedModelError
+from crossrank.fingerprint import Fingerprint
 from crossrank.models.formats import check_tokenizer_json
 from crossrank.models.identity import model_digest
 from crossrank.models.info import ModelInfo

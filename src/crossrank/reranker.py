@@ -22,7 +22,6 @@ from crossrank.config import (
     Direction,
     Dtype,
     Fallback,
-    Fingerprint,
     LongQuery,
     ModelSpec,
     Quantize,
@@ -34,6 +33,7 @@ from crossrank.config import (
 from crossrank.engine.ranking import rank
 from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest, sigmoid
 from crossrank.errors import InputError, TruncationWarning
+from crossrank.fingerprint import Fingerprint
 from crossrank.loader import LoadedModel, check_max_length, load_model
 from crossrank.models.info import ModelInfo
 from crossrank.types import RerankResult

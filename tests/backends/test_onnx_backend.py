@@ -28,7 +28,7 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip 
 
 from crossrank import BackendError, ConfigError, Reranker
 from crossrank.config import TruncationOptions
-from crossrank.engine.batcher import BatchStats, ObservedBackend
+from crossrank.engine.observed import BatchStats, ObservedBackend
 from crossrank.engine.scorer import ScoreRequest
 
 pytestmark = pytest.mark.slow

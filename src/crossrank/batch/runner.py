@@ -12,8 +12,9 @@ from crossrank._version import __version__
 from crossrank.batch.files import Source, detect_format, scan, write_output
 from crossrank.batch.parts import WorkDir
 from crossrank.batch.rows import output_schema, process
-from crossrank.config import DEFAULT_MODEL, Fingerprint, RerankerOptions
+from crossrank.config import DEFAULT_MODEL, RerankerOptions
 from crossrank.errors import ConfigError
+from crossrank.fingerprint import Fingerprint
 from crossrank.loader import describe
 from crossrank.reranker import Reranker
 

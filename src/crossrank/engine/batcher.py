@@ -24,7 +24,6 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +35,7 @@ from crossrank.engine.memory import release_free_memory
 from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest, Work, plan_work
 from crossrank.errors import ConfigError, CrossrankError, InferenceError, LimitExceededError, OverloadedError
 
-__all__ = ["BatchStats", "Batched", "MicroBatcher", "ObservedBackend", "QueueOptions", "QueueStats"]
+__all__ = ["Batched", "MicroBatcher", "QueueOptions", "QueueStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -128,37 +127,6 @@ class Batched:
     scored: ScoredRequest
     queue_seconds: float
     inference_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class BatchStats:
-    """One forward pass, for metrics: pairs, tokens computed (padding included) and real, and its wall time."""
-
-    pairs: int
-    padded_tokens: int
-    tokens: int
-    seconds: float
-
-
-class ObservedBackend(WrappedBackend):
-    """A backend that reports every forward pass to ``observe`` (metrics), otherwise the wrapped one."""
-
-    def __init__(self, inner: Backend, observe: Callable[[BatchStats], None]) -> None:
-        super().__init__(inner)
-        self._observe = observe
-
-    def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
-        started = time.perf_counter()
-        scores = self.inner.forward(batch)
-        self._observe(
-            BatchStats(
-                pairs=batch.size,
-                padded_tokens=batch.computed_tokens(self.runs_pairs_alone),
-                tokens=int(batch.attention_mask.sum()),
-                seconds=time.perf_counter() - started,
-            )
-        )
-        return scores
 
 
 @dataclass(slots=True)
@@ -267,11 +235,6 @@ class MicroBatcher:
     def tokens_per_second(self) -> float:
         """Recent scoring throughput in real tokens per second (0 before the first call)."""
         return self._throughput.tokens_per_second
-
-    @property
-    def queued_pairs(self) -> int:
-        """Windows (query-chunk pairs) waiting for the worker; the same as ``queued_windows``."""
-        return self._state.queued_windows
 
     @property
     def queued_windows(self) -> int:

@@ -26,10 +26,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from crossrank.backends.base import Backend
-from crossrank.config import BatchingOptions, CacheOptions, Fingerprint
+from crossrank.config import BatchingOptions, CacheOptions
 from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.errors import BackendUnavailableError, ConfigError
+from crossrank.fingerprint import Fingerprint
 
 __all__ = ["CacheStats", "CachedScorer", "LRUScoreCache", "ScoreCache", "cache_key", "open_cache"]
 

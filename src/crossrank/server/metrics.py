@@ -8,8 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from crossrank.engine.batcher import BatchStats, MicroBatcher
+from crossrank.engine.batcher import MicroBatcher
 from crossrank.engine.cache import CacheStats
+from crossrank.engine.observed import BatchStats
 from crossrank.types import Usage
 
 __all__ = ["Metrics"]
