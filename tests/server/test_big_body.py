@@ -32,7 +32,9 @@ from server_process import running_server
 JSON = {"content-type": "application/json"}
 MAX_BODY_BYTES = 20_000_000  # the default --max-body-bytes
 TIME_TO_413_S = 2.0  # measured 0.1-0.2 s in process, 0.1 s over HTTP; before: 8-14 s
-HEALTH_S = 0.5  # each /health while the big body is handled; before: as long as the whole request
+# Each /health while the big body is handled; before: as long as the whole request (8-17 s). Measured 1-30 ms; one
+# CI run read 0.59 s in process with the whole suite's threads and heap around it, so the bound leaves room for that.
+HEALTH_S = 1.0
 RSS_GROWTH_MB = 200  # peak RSS over the RSS before; measured 40-60 MB (2 copies of the body); before: 1,100
 
 
@@ -89,7 +91,9 @@ def test_a_20_mb_body_of_small_documents_is_413_at_once_while_health_answers() -
     assert answer.json()["message"].startswith("documents: more than the limit of 1000 documents"), answer.text
     assert "--max-documents" in answer.json()["message"]
     assert seconds < TIME_TO_413_S, seconds
-    assert len(latencies) >= 2 and max(latencies) < HEALTH_S, latencies
+    # A /health sent while the request ran answered in time, or the request was over before one could be sent (in
+    # process it often takes under 10 ms, less than one poll): either way nothing waited longer than HEALTH_S.
+    assert max(latencies) < HEALTH_S and (len(latencies) >= 2 or seconds < HEALTH_S), (seconds, latencies)
 
 
 @pytest.mark.parametrize(
