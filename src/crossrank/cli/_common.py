@@ -24,6 +24,7 @@ from crossrank.reranker import Reranker
 from crossrank.settings import Settings
 
 __all__ = [
+    "BATCH_FLAGS",
     "CACHE_FLAGS",
     "EXIT_CODES_HELP",
     "MODEL_FLAGS",

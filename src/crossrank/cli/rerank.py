@@ -91,8 +91,9 @@ def usage_notes(reranker: Reranker, usage: Usage) -> list[str]:
         )
         return notes
     # The windows stop at --max-chunks-per-doc (or --max-tokens-per-doc): what lies past them is dropped.
-    overlap = max_length // 8 if chunking.overlap_tokens is None else chunking.overlap_tokens
-    missing = -(-usage.truncated_tokens // max(max_length - overlap, 1))  # a window reads fewer: a lower bound
+    # The widest a window can be (the room beside the query is less): its step gives a lower bound of windows missing.
+    size, overlap = chunking.window(max_length)
+    missing = -(-usage.truncated_tokens // max(size - overlap, 1))
     cap = reranker.truncation.max_tokens_per_doc
     limit = f"{chunking.max_chunks_per_doc} windows (--max-chunks-per-doc)" + (
         f" or {cap} tokens (--max-tokens-per-doc)" if cap is not None else ""

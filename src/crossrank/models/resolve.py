@@ -10,15 +10,17 @@ from crossrank.config import ModelSpec
 from crossrank.errors import ModelNotFoundError
 from crossrank.models.info import ModelInfo, read_model_info
 
-__all__ = ["resolve_model"]
+__all__ = ["is_hub_id", "resolve_model"]
 
 _log = logging.getLogger(__name__)
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# "name" or "org/name", each part starting with a letter or digit.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
-def _is_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and not name.startswith(".") and ".." not in name
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` is spelled like a Hugging Face hub id (``BAAI/bge-reranker-v2-m3``) rather than a path."""
+    return bool(_HUB_ID.fullmatch(name)) and ".." not in name
 
 
 def resolve_model(spec: ModelSpec) -> ModelInfo:
@@ -29,7 +31,7 @@ def resolve_model(spec: ModelSpec) -> ModelInfo:
     """
     path = Path(spec.name_or_path).expanduser()
     if path.is_dir():
-        if not path.is_absolute() and _is_hub_id(spec.name_or_path):
+        if not path.is_absolute() and is_hub_id(spec.name_or_path):
             _log.warning(
                 "%r is a folder in the working directory: loading it, not the hub model of that name "
                 "(pass an absolute path to silence this, or run from another directory to use the hub)",
@@ -41,7 +43,7 @@ def resolve_model(spec: ModelSpec) -> ModelInfo:
             f"{path.resolve()} is a file, not a model folder",
             fix="pass the folder that holds config.json and the weights",
         )
-    if not _is_hub_id(spec.name_or_path):
+    if not is_hub_id(spec.name_or_path):
         raise ModelNotFoundError(
             f"no model folder at {path.resolve()}",
             fix=f"check the path, or download a model there: hf download BAAI/bge-reranker-v2-m3 --local-dir {path}",

@@ -17,7 +17,7 @@ from crossrank.errors import CrossrankError, IntegrityError, ModelNotFoundError
 from crossrank.models.formats import download_hint, weight_files
 from crossrank.models.info import ModelInfo, read_model_info
 from crossrank.models.integrity import TensorInfo, compare_manifest, read_manifest, read_safetensors_header
-from crossrank.models.resolve import _is_hub_id
+from crossrank.models.resolve import is_hub_id
 
 __all__ = ["STATUS_ORDER", "Check", "Status", "VerifyReport", "model_folder", "verify_model", "worst"]
 
@@ -167,7 +167,7 @@ def model_folder(target: str, *, cache_dir: str | None = None) -> Path:
         raise ModelNotFoundError(
             f"{path.resolve()} is a file, not a model folder", fix="pass the folder that holds config.json"
         )
-    if _is_hub_id(target) and "/" in target:
+    if is_hub_id(target) and "/" in target:
         # Imported here: huggingface_hub is only needed for hub ids.
         from crossrank.models.download import cached_snapshot
 

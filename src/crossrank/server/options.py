@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from crossrank.engine.batcher import QueueOptions
 from crossrank.errors import ConfigError
+from crossrank.models.resolve import is_hub_id
 from crossrank.settings import Settings
 
 __all__ = ["REQUEST_SECONDS", "ServerOptions", "public_model_name"]
@@ -15,10 +15,6 @@ __all__ = ["REQUEST_SECONDS", "ServerOptions", "public_model_name"]
 # With no --max-request-tokens, a request may plan this many seconds of work for the model, at the tokens/s
 # measured when the server starts (README, "Limits"): small requests never wait longer behind a big one.
 REQUEST_SECONDS = 5.0
-
-
-# A hub id ("BAAI/bge-reranker-v2-m3"); anything else names a local folder.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -44,7 +40,7 @@ def public_model_name(model: str) -> str:
     >>> public_model_name("/srv/models/bge-reranker-v2-m3/")
     'bge-reranker-v2-m3'
     """
-    if _HUB_ID.fullmatch(model):
+    if is_hub_id(model):
         return model
     return Path(model).expanduser().resolve().name or "model"
 

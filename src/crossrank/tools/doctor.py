@@ -7,7 +7,6 @@ and finally a live smoke test (load, score two pairs, time it). The exit code is
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from crossrank.backends.diagnostics import TorchFacts, torch_facts
 from crossrank.backends.gpu import NvmlReport, nvml_report
 from crossrank.backends.placement import count_parameters, needed_bytes
 from crossrank.errors import CrossrankError
+from crossrank.models.resolve import is_hub_id
 from crossrank.models.verify import STATUS_ORDER, Check, Status, verify_model, worst
 from crossrank.reranker import Reranker
 from crossrank.tools.environment import (
@@ -37,7 +37,6 @@ from crossrank.tools.environment import (
 __all__ = ["EXIT_CODES", "DoctorReport", "run_doctor"]
 
 EXIT_CODES: dict[Status, int] = {"ok": 0, "warn": 1, "fail": 2}
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 # Names that end like these are files someone meant to pass elsewhere, never model ids.
 _FILE_SUFFIXES = {".txt", ".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".md", ".safetensors", ".bin"}
 _PASS_A_FOLDER = "pass the folder that holds config.json and the weights, or a hub id such as BAAI/bge-reranker-v2-m3"
@@ -78,7 +77,7 @@ class DoctorReport:
 
 def _hub_id_shaped(name: str) -> bool:
     """``org/name`` as the hub spells model ids, and not a data file's name (``data/docs.txt``)."""
-    return bool(_HUB_ID.fullmatch(name)) and ".." not in name and Path(name).suffix.lower() not in _FILE_SUFFIXES
+    return "/" in name and is_hub_id(name) and Path(name).suffix.lower() not in _FILE_SUFFIXES
 
 
 def _model_folder(
