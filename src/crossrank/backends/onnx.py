@@ -244,7 +244,7 @@ class OnnxBackend:
             else self.quantize
         )
         self._model_dir = model_dir
-        # What the export is made from (crossrank.models.identity: weight headers and samples, config, tokenizer).
+        # What the export is made from (crossrank.models.identity: weight headers and tensor edges, config, tokenizer).
         self._source = {"model": model_digest}
         self._allow_pickle = allow_pickle
         self._trust_remote_code = trust_remote_code
