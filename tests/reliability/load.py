@@ -38,6 +38,10 @@ MakeBody = Callable[[int], Body]
 Check = Callable[[Body, Any], "str | None"]
 
 TRANSPORT_ERROR = 0  # status recorded when no HTTP answer came back
+# Off-loop work (body parsing, planning long requests) runs on asyncio's default executor, whose threads start lazily,
+# up to min(32, CPUs + 4), as concurrency peaks: one soak read 12 threads after warm-up and 13 at the end. That is a
+# pool filling, not a leak; a leak grows with the requests, past this headroom.
+THREAD_POOL_HEADROOM = min(32, (os.cpu_count() or 1) + 4)
 
 
 @dataclass(frozen=True, slots=True)

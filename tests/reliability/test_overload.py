@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from reliability.load import (
+    THREAD_POOL_HEADROOM,
     Body,
     LoadReport,
     Sampler,
@@ -159,6 +160,6 @@ def test_four_times_capacity_is_shed_with_429_and_accepted_latency_stays_bounded
     assert rss_peak <= RSS_PEAK * before.rss_kib
     assert after.rss_kib <= RSS_SETTLED * before.rss_kib
     assert metric(text, "crossrank_overloaded_requests_total") == statuses[429]
-    assert after.threads <= before.threads + 2 and after.fds <= before.fds
+    assert after.threads <= before.threads + THREAD_POOL_HEADROOM and after.fds <= before.fds
     assert recovered[-1] <= 2 * percentile(baseline, 50)
     assert "Traceback" not in log
