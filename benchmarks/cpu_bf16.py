@@ -3,11 +3,11 @@
     python benchmarks/cpu_bf16.py --tokenizer ../shared/models/xlm-roberta-tokenizer            # m3-shape
     python benchmarks/cpu_bf16.py --model ../shared/models/minilm-l6-distilled-reranker-en
 
-crossrank runs bfloat16 autocast on a CPU only where it has AMX tiles (`cpu_autocasts_bf16`). This measures
-the choice on the machine at hand, in one process on the same generated `rag` workload and planned batches:
-float32, float32 weights under bfloat16 autocast (what ``dtype="auto"`` runs on AMX) and bfloat16 weights,
-alternated over rounds. Prints the CPU's flags, pairs/s of each mode per round, each mode's median ratio to
-float32 and its largest score difference from float32.
+``dtype="auto"`` times these modes on one encoder layer of the model's shape and keeps the fastest
+(`crossrank.backends.cpu_mode`). This times them on the whole model, in one process on the same generated `rag`
+workload and planned batches: float32, float32 weights under bfloat16 autocast and bfloat16 weights, alternated
+over rounds, to check that choice. Prints the CPU's flags, what ``auto`` chose (and its one-layer ratios), pairs/s
+of each mode per round, each mode's median ratio to float32 and its largest score difference from float32.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from crossrank import Reranker
+from crossrank.backends.cpu_mode import cpu_mode_of
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.tools.bench import m3_shape, machine_facts, make_workload
 
@@ -38,6 +39,8 @@ def main() -> None:
     calls = [(item["query"], item["documents"]) for item in workload["queries"]]
     pairs = sum(len(documents) for _, documents in calls)
     print(json.dumps(machine_facts()))
+    with Reranker(str(model), device="cpu") as auto:
+        print(json.dumps({"auto": cpu_mode_of(auto.scorer.backend)}))
     with (
         Reranker(str(model), device="cpu", dtype="float32") as fp32,
         Reranker(str(model), device="cpu", dtype="bfloat16") as bf16,
@@ -47,7 +50,7 @@ def main() -> None:
         scores: dict[str, list[float]] = {}
         for round_ in range(args.rounds + 1):  # round 0 warms every mode up and is not counted
             for name, (reranker, autocast) in modes.items():
-                # The switch dtype="auto" sets on AMX CPUs, forced here to time it on any CPU.
+                # The switch dtype="auto" sets where it measured autocast fastest, forced here on any CPU.
                 reranker.scorer.backend._autocast = autocast  # type: ignore[attr-defined]
                 started = time.perf_counter()
                 results = [reranker.score([(query, d) for d in documents]) for query, documents in calls]

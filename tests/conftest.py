@@ -20,6 +20,12 @@ SHARED = REPO.parent / "shared"
 MODELS = SHARED / "models"
 DATA = SHARED / "data"
 
+# Under pytest-xdist (tests/run.py) the workers share the CPUs: each worker, and the processes it starts, gets its
+# share of torch threads: oversubscribed, torch's threads wait for each other at every operation. Set before anything
+# imports torch, which reads it once.
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
+
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a child Python that must import this checkout's crossrank.
@@ -35,6 +41,21 @@ def _shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"needs {path} (the shared models/data folder beside the repository is missing)")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_mode_decisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """dtype="auto" on CPU runs float32 in tests, which compare scores with float32 references: the accuracy gate
+    is closed for every family (tests/backends/test_cpu_*.py open it again), and decisions go to a temporary
+    folder, not ~/.cache."""
+    from crossrank.backends import cpu_mode
+
+    folder = tmp_path_factory.mktemp("cpu-precision")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu_mode, "decision_folder", lambda: folder)
+        for family in cpu_mode.GATED_MODES:
+            patch.setitem(cpu_mode.GATED_MODES, family, frozenset())
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -85,6 +85,18 @@ def running_server(
         server.stop()
 
 
+@contextmanager
+def running_servers(count: int, args: list[str], env: dict[str, str] | None = None) -> Iterator[list[ServerProcess]]:
+    """``count`` ready servers with the same arguments, started together so that their start-ups overlap."""
+    servers: list[ServerProcess] = []
+    try:
+        servers.extend(ServerProcess(args, env) for _ in range(count))
+        yield [server.wait_ready() for server in servers]
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text format (0 when absent)."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))

@@ -94,9 +94,11 @@ class RuntimeOptions:
     Attributes:
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
             ``CUDA_VISIBLE_DEVICES`` decides which physical GPUs ``cuda:N`` can name.
-        dtype: ``auto`` (float16 on GPU; on CPU float32, with bfloat16 autocast where the CPU has AMX),
-            ``float32``, ``float16`` or ``bfloat16``. Scores are always computed in float32 after the
-            model, whatever this is. Pass ``float32`` for scores that match float32 references to 1e-4.
+        dtype: ``auto`` (float16 on GPU; on CPU float32, bfloat16 autocast or bfloat16 weights, whichever
+            was measured fastest on this CPU for the model's shape within the accuracy gate, cached in
+            ``~/.cache/crossrank/cpu-precision``), ``float32``, ``float16`` or ``bfloat16``. Scores are always
+            computed in float32 after the model, whatever this is. Pass ``float32`` for scores that match
+            float32 references to 1e-4.
         num_threads: CPU threads for the runtime (process-wide in torch); ``None`` keeps its default.
         fallback: ``cpu`` scores a pair on the CPU when even that single pair does not fit in GPU
             memory (with a warning); ``none`` raises ``DeviceMemoryError`` instead.

@@ -16,6 +16,7 @@ The tree::
     │       └── WeightsFormatError      weights in a format crossrank does not run (TF, Keras, GGUF, ONNX, pickle)
     ├── BackendError
     │   ├── BackendUnavailableError the runtime's extra is not installed
+    │   ├── ExportMemoryError       too little free memory to make the ONNX export (checked before it starts)
     │   └── InferenceError          the runtime failed while scoring
     │       └── DeviceMemoryError       the GPU ran out of memory and no fallback was allowed
     └── OverloadedError             too much queued work
@@ -35,6 +36,7 @@ __all__ = [
     "CrossrankError",
     "DataFormatError",
     "DeviceMemoryError",
+    "ExportMemoryError",
     "IncompleteModelError",
     "InferenceError",
     "InputError",
@@ -140,6 +142,25 @@ class BackendError(CrossrankError):
 
 class BackendUnavailableError(BackendError):
     """The runtime's optional dependency is not installed."""
+
+
+class ExportMemoryError(BackendError):
+    """Making the ONNX export needs more memory than is available; raised before the export starts.
+
+    Attributes:
+        needed: bytes the export needs at its peak.
+        available: bytes available when it was checked.
+    """
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(
+            f"the ONNX export of this model needs about {needed / 1e9:.1f} GB of free memory; "
+            f"{available / 1e9:.1f} GB is available",
+            fix="free memory, or make the export on a machine with more (same CPU kind and library versions, same "
+            "model path) and copy the model folder's .crossrank/onnx-* folder here, or use backend='torch'",
+        )
+        self.needed = needed
+        self.available = available
 
 
 class InferenceError(BackendError):

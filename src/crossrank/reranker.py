@@ -410,6 +410,11 @@ class Reranker:
         overlapping windows, each scored with the query; ``aggregate`` makes them one score and each
         result's ``span`` gives the characters of its best window (``document[span.start:span.end]``).
 
+        The keywords after ``options`` (``max_length``, ``query_max_length``, ``truncation_direction``,
+        ``max_tokens_per_doc``, ``truncate``, ``long_query``, ``aggregate``, ``chunk_tokens``, ``overlap_tokens``,
+        ``max_chunks_per_doc``) are the same as fields of ``options`` (they win over it); ``None`` keeps the
+        reranker's.
+
         Args:
             query: the question or search text.
             documents: candidate texts; any Unicode, empty strings allowed.
@@ -418,9 +423,6 @@ class Reranker:
             min_score: drop documents whose ``relevance_score`` is below this (0 to 1).
             use_cache: ``False`` scores afresh even when a result cache is configured.
             options: this call's score-changing options (``RerankOptions``; ``None`` fields keep the reranker's).
-            max_length, query_max_length, truncation_direction, max_tokens_per_doc, truncate, long_query,
-            aggregate, chunk_tokens, overlap_tokens, max_chunks_per_doc: the same as fields of ``options``
-                (they win over it); ``None`` keeps the reranker's.
 
         Raises:
             InputTooLongError: a text is over its limit and ``truncate=False`` or ``long_query='reject'``.

@@ -27,7 +27,10 @@ class Settings(BaseSettings):
     revision: str | None = Field(default=None, description="Hub branch, tag or commit.")
     backend: str = Field(default="torch", description="torch, or onnx (onnxruntime; exported on first use).")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
-    dtype: Dtype = Field(default="auto", description="auto, float32, float16 or bfloat16.")
+    dtype: Dtype = Field(
+        default="auto",
+        description="auto, float32, float16 or bfloat16 (auto on CPU: the mode measured fastest on this machine).",
+    )
     quantize: Quantize = Field(default="none", description="none, or int8 (with --backend onnx, CPU).")
     max_length: int = Field(default=512, ge=8, description="Tokens per pair, special tokens included.")
     query_max_length: int | None = Field(default=None, ge=1, description="The query's cap [3/4 of max-length].")
@@ -82,6 +85,7 @@ class Settings(BaseSettings):
     keep_alive_timeout: int = Field(default=5, ge=1, description="seconds an idle kept-alive connection stays open")
     header_timeout: float = Field(default=10.0, gt=0, description="seconds to receive a request's headers")
     body_timeout: float = Field(default=30.0, gt=0, description="seconds a request body may pause between chunks")
+    ui: bool = Field(default=True, description="Serve the /ui playground page (--no-ui: 404).")
 
     # Celery (`crossrank worker`, crossrank.integrations.celery)
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
@@ -124,6 +128,7 @@ _DOOR_FIELDS = {
     "keep_alive_timeout",
     "header_timeout",
     "body_timeout",
+    "ui",
     "celery_broker_url",
     "celery_result_backend",
     "celery_time_limit",

@@ -341,13 +341,20 @@ sys.exit("no error raised")
 def test_a_tracer_failure_is_a_backend_error_naming_versions_fake_tracer(
     tiny_xlmr_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """transformers 5.5.x fails inside torch's tracer with an IndexError; a fake tracer raises the same here."""
-    import torch
+    """transformers 5.5.x fails inside torch's tracer with an IndexError; a fake tracer raises the same here, in the
+    process where the export runs (``onnx_export.run_step``), and the error comes back typed."""
+    from crossrank.backends import onnx_export
 
-    def tracer_bug(*_args: object, **_kwargs: object) -> None:
-        raise IndexError("tuple index out of range")
-
-    monkeypatch.setattr(torch.onnx, "export", tracer_bug)
+    wrapper = tmp_path / "fake_tracer.py"
+    wrapper.write_text(
+        "import sys, torch\n"
+        "def tracer_bug(*args, **kwargs):\n"
+        "    raise IndexError('tuple index out of range')\n"
+        "torch.onnx.export = tracer_bug\n"
+        "from crossrank.backends.onnx_export import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    monkeypatch.setattr(onnx_export, "_worker_command", lambda: [sys.executable, str(wrapper)])
     model_dir = tmp_path / "tiny"
     shutil.copytree(tiny_xlmr_dir, model_dir)
     with pytest.raises(BackendError, match=r"failed under torch .* and transformers .*IndexError") as caught:

@@ -23,6 +23,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def crossrank(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     env.pop("CROSSRANK_MODEL", None)
+    env["CROSSRANK_DTYPE"] = "float32"  # as the in-process runs it is compared with (conftest.subprocess_env)
     return subprocess.run(
         [sys.executable, "-m", "crossrank", "eval", *map(str, args)],
         capture_output=True,

@@ -36,6 +36,8 @@ from reliability.load import THREAD_POOL_HEADROOM, Body, ms, percentile, settle
 from server_process import ServerProcess, free_port, metric, running_server
 
 pytestmark = pytest.mark.slow
+# The tests under load (marked serial) read latencies, descriptors and threads: tests/run.py runs them last, alone on
+# the machine. A corrupt model's exit code and message need no such quiet.
 
 QUERY = "what is a giant panda?"
 DOCUMENTS = [
@@ -90,6 +92,7 @@ def _abandon(port: int, body: dict[str, Any], after_s: float) -> bool:
             return False
 
 
+@pytest.mark.serial
 def test_clients_that_disconnect_mid_request_under_load_leave_the_others_unaffected(
     english_model_dir: Path, english_reranker: Reranker, record_figures: Callable[..., None]
 ) -> None:
@@ -176,6 +179,7 @@ def test_clients_that_disconnect_mid_request_under_load_leave_the_others_unaffec
 # --- SIGTERM under load -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.serial
 def test_sigterm_under_load_finishes_accepted_requests_and_refuses_new_connections(
     english_model_dir: Path, record_figures: Callable[..., None]
 ) -> None:
@@ -327,6 +331,7 @@ def poisoned(english_model_dir: Path) -> Iterator[tuple[_InProcessServer, _Poiso
         thread.join(60)
 
 
+@pytest.mark.serial
 def test_backend_fault_fake_fails_only_the_poisoned_requests_with_503(
     poisoned: tuple[_InProcessServer, _PoisonedBackend],
     english_reranker: Reranker,
@@ -410,6 +415,7 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.mark.serial
 def test_redis_down_and_back_under_load_costs_no_request(
     redis: RedisServer, english_model_dir: Path, record_figures: Callable[..., None]
 ) -> None:

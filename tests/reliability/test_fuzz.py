@@ -50,8 +50,15 @@ ROUTES = {
     "GET /ready",
     "GET /info",
     "GET /metrics",
+    "POST /tokenize",
+    "POST /decode",
+    "POST /infinity/rerank",
+    "GET /infinity/health",
+    "GET /infinity/models",
+    "GET /v1/models",
+    "GET /models",
 }
-OPEN = {"GET /health"}
+OPEN = {"GET /health", "GET /infinity/health"}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -30,7 +30,8 @@ from reliability.load import (
 )
 from server_process import metric, running_server
 
-pytestmark = pytest.mark.slow
+# Latency, memory and descriptor figures: measured alone on the machine (tests/run.py runs serial tests last).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 DURATION_S = 60.0
 OVERLOAD = 4.5  # offered rate / capacity; at least 4x must be reached

@@ -19,7 +19,8 @@ import pytest
 from reliability.load import THREAD_POOL_HEADROOM, Body, LoadReport, closed_loop, ms, percentile, settle
 from server_process import metric, running_server
 
-pytestmark = pytest.mark.slow
+# Latency, memory and descriptor figures: measured alone on the machine (tests/run.py runs serial tests last).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 WARM_UP = 4_000  # 2,000 before: the allocators' growth (below) comes mostly early
 HALF = 5_000  # the soak's two halves, with a reading between them

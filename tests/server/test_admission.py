@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from crossrank import Reranker
@@ -88,6 +89,7 @@ def test_a_request_over_the_work_cap_is_413_before_it_is_queued(fake_model_dir: 
     asyncio.run(run())
 
 
+@pytest.mark.serial  # a time bound
 def test_a_small_request_is_answered_within_the_caps_time_while_a_big_one_runs(fake_model_dir: Path) -> None:
     """Passes cost 20 µs a token (50,000 tokens/s); the cap is 50,000 tokens, one second of work."""
     rate, cap = 50_000, 50_000

@@ -78,6 +78,7 @@ async def _while_polling_health(client: httpx.AsyncClient, request: Any) -> tupl
     return answer, seconds, latencies
 
 
+@pytest.mark.serial  # time bounds (TIME_TO_413_S, HEALTH_S)
 def test_a_20_mb_body_of_small_documents_is_413_at_once_while_health_answers() -> None:
     body = big_body()
     assert len(body) > 19_900_000 and body.count(b"}, ") > 1_400_000
@@ -235,6 +236,7 @@ def test_decoding_matches_json_loads_on_valid_and_broken_json() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # time bounds and the server's peak RSS
 def test_a_real_server_refuses_a_20_mb_body_at_once_answers_health_and_stays_small(english_model_dir: Path) -> None:
     body = big_body()
     with running_server(["-m", str(english_model_dir), "--device", "cpu"]) as server:

@@ -281,6 +281,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bytes:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the server's timeouts, read against the clock
 def test_idle_slow_header_and_slow_body_connections_are_closed(fake_model_dir: Path) -> None:
     args = ["-m", str(fake_model_dir), "--backend", "fake", "--header-timeout", "1", "--body-timeout", "1"]
     args += ["--keep-alive-timeout", "1", "--max-connections", "4"]

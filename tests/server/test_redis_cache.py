@@ -11,7 +11,7 @@ import pytest
 
 from crossrank import Reranker
 from redis_server import RedisServer, running_redis
-from server_process import metric, running_server
+from server_process import metric, running_server, running_servers
 
 pytest.importorskip("redis", reason="the redis extra is in the dev extra")
 
@@ -47,7 +47,7 @@ def _uncached(reranker: Reranker, documents: list[str]) -> list[tuple[int, float
 
 def test_two_servers_share_one_cache(redis: RedisServer, english_model_dir: Path, english_reranker: Reranker) -> None:
     args = _serve(english_model_dir, redis)
-    with running_server(args) as first, running_server(args) as second:
+    with running_servers(2, args) as (first, second):
         warm = metric(_metrics(first.url), "crossrank_pairs_scored_total")  # the warm-up pass, if it counts
         scored = _rerank(first.url, DOCS)
         assert metric(_metrics(first.url), "crossrank_pairs_scored_total") == warm + len(DOCS)

@@ -68,7 +68,10 @@ GIB = 2**30
 
 
 def _doctor(*args: str, home: Path) -> tuple[int, str, str]:
+    # float32 as the other children run (conftest.subprocess_env): dtype="auto" would time the CPU's modes and
+    # cache its decision in the real ~/.cache.
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": CHILD_PYTHONPATH}
+    env["CROSSRANK_DTYPE"] = "float32"
     done = subprocess.run(
         [sys.executable, "-m", "crossrank", "doctor", *args],
         env=env,

@@ -198,6 +198,7 @@ def test_a_request_batched_with_a_cancelled_one_is_scored_whole(tokenizer: PairT
     )  # both were in one call: it ran to the end for the caller still waiting
 
 
+@pytest.mark.serial  # reads the fake backend's throughput against the clock
 def test_the_cap_is_calibrated_from_measured_tokens_per_second(tokenizer: PairTokenizer) -> None:
     # 10 µs a token: 100,000 tokens/s, so 0.5 s of work is about 50,000 tokens.
     backend = FakeBackend(latency_per_token=1e-5)

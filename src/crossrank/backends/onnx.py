@@ -2,7 +2,8 @@
 
 The first load exports the model (torch, ``backends/export.py``), fuses attention, GELU and
 LayerNorm with onnxruntime's transformer optimizer, optionally quantizes the weights to int8, checks
-the graph against torch on a sample, and stores it in a folder next to the model, named by a key of
+the graph against torch on a sample (each step in a process of its own, after a check that there is
+memory for the largest: ``backends/onnx_export.py``), and stores it in a folder next to the model, named by a key of
 the weight files, the options and the library versions. Later loads reuse it once its files match the
 sizes and hashes its manifest records (else it is made again); a change to any of
 those makes a new one, and making one deletes the exports that will not be used again (of other
@@ -23,7 +24,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,18 +32,16 @@ import onnxruntime as ort
 
 from crossrank.backends.base import EncodedBatch
 from crossrank.backends.cpu import cpu_flags, int8_needs_7bit_weights
+from crossrank.backends.onnx_export import ExportSteps, available_memory, check_export_memory, export_steps
 from crossrank.config import BatchingOptions, RuntimeOptions, cache_folder
 from crossrank.errors import BackendError, ConfigError, InferenceError
-
-if TYPE_CHECKING:
-    from crossrank.backends.export import ExportedGraph
 
 __all__ = ["EXPORT_FORMAT", "OnnxBackend", "export_folder"]
 
 _log = logging.getLogger(__name__)
 
 # Bump when the export or optimisation steps change, so old exports are not reused.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 _MODEL_FILE = "model.onnx"
 _MANIFEST = "crossrank-export.json"
 # Model types whose graphs onnxruntime's BERT optimizer fuses (attention, GELU, LayerNorm).
@@ -282,9 +281,11 @@ class OnnxBackend:
             _log.warning("not reusing the ONNX export in %s: %s; exporting the model again", self._folder, damage)
         # A folder without its manifest is an export that never finished (or was tampered with).
         shutil.rmtree(self._folder, ignore_errors=True)
+        check_export_memory(self._model_dir, available_memory())
         work = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
         try:
-            manifest = {**self._build(work, source), "files": _export_files(work)}
+            with export_steps(work, self._model_dir) as steps:
+                manifest = {**self._build(steps, work, source), "files": _export_files(work)}
             (work / _MANIFEST).write_text(json.dumps(manifest, indent=2))
             # mkdtemp and onnx make it private; the export is as readable as the model it comes from.
             work.chmod(0o755)
@@ -307,45 +308,65 @@ class OnnxBackend:
             shutil.rmtree(work, ignore_errors=True)
         return self.export_path, False
 
-    def _build(self, work: Path, source: dict[str, Any]) -> dict[str, Any]:
-        """Export, optimise, quantize and check in ``work``; returns the manifest (naming ``source``)."""
-        # torch and transformers only for the export: a process that reuses one never loads them.
-        from crossrank.backends.export import export_onnx
+    def _build(self, steps: ExportSteps, work: Path, source: dict[str, Any]) -> dict[str, Any]:
+        """Export, optimise, quantize and check in ``work``; returns the manifest (naming ``source``).
 
-        graph = export_onnx(
-            self._model_dir,
-            work / "exported.onnx",
+        The steps run in child processes (``backends/onnx_export.py``).
+        """
+        exported = work / "exported.onnx"
+        graph = steps.run(
+            "export",
+            model_dir=str(self._model_dir),
+            target=str(exported),
             allow_pickle=self._allow_pickle,
             trust_remote_code=self._trust_remote_code,
         )
-        fused = _optimize(graph, work / "optimized.onnx")
-        best = work / "optimized.onnx" if fused else graph.path
-        if fused and not self._matches(best, graph):
-            _log.warning("the optimized ONNX graph differs from torch; using the plain export instead")
-            best, fused = graph.path, {}
-        if not fused and not self._matches(best, graph):
+        external = bool(graph["external_data"])
+        check = str(exported.with_suffix(".check.npz"))
+        fused: dict[str, int] = {}
+        best = exported
+        if graph["model_type"] in _BERT_LIKE:
+            optimized = work / "optimized.onnx"
+            options = {"num_heads": graph["num_heads"], "hidden_size": graph["hidden_size"]}
+            fused = steps.run("optimize", source=str(exported), target=str(optimized), **options)
+            if fused and self._matches(steps, optimized, check):
+                best = optimized
+            elif fused:
+                _log.warning("the optimized ONNX graph differs from torch; using the plain export instead")
+                fused = {}
+        if not fused and not self._matches(steps, best, check):
             raise BackendError(
                 f"the ONNX export of {self._model_dir} does not reproduce the torch model's scores",
                 fix="use backend='torch' for this model",
             )
         if self.quantize == "int8":
-            _quantize(best, work / "int8.onnx", external=graph.external_data, seven_bit=self._scheme == "int8-7bit")
-            best = work / "int8.onnx"
-        _save_as(best, work / _MODEL_FILE, external=graph.external_data)
+            int8 = work / "int8.onnx"
+            steps.run(
+                "quantize",
+                source=str(best),
+                target=str(int8),
+                external=external,
+                seven_bit=self._scheme == "int8-7bit",
+            )
+            best = int8
+        steps.run("save", source=str(best), target=str(work / _MODEL_FILE), external=external)
+        for stale in work.iterdir():
+            if stale.name not in _EXPORT_FILES:
+                stale.unlink() if stale.is_file() else shutil.rmtree(stale)
         return {
             "format": EXPORT_FORMAT,
             "model": str(self._model_dir.resolve()),
             "source": source,
             "quantize": self._scheme,
             "fused_operators": fused,
-            "inputs": list(graph.inputs),
+            "inputs": graph["inputs"],
             "versions": _versions(),
         }
 
-    def _matches(self, path: Path, graph: ExportedGraph) -> bool:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        logits = session.run(["logits"], graph.check_feeds)[0]
-        error = float(np.abs(logits - graph.check_logits).max())
+    @staticmethod
+    def _matches(steps: ExportSteps, path: Path, check: str) -> bool:
+        """Whether the graph at ``path`` gives torch's logits on the check feeds."""
+        error = float(steps.run("check", graph=str(path), check=check))
         _log.info("ONNX graph %s: largest logit difference to torch %.2e", path.name, error)
         return error <= _FP32_TOLERANCE
 
@@ -384,52 +405,3 @@ def _unpadded_row(feeds: dict[str, npt.NDArray[np.int64]], row: int) -> dict[str
     """
     length = int(feeds["attention_mask"][row].sum())
     return {name: value[row : row + 1, :length] for name, value in feeds.items()}
-
-
-def _optimize(graph: ExportedGraph, target: Path) -> dict[str, int]:
-    """Fuse attention, GELU and LayerNorm (BERT-like models); returns the fused operator counts."""
-    if graph.model_type not in _BERT_LIKE:
-        return {}
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    model = optimize_model(str(graph.path), model_type="bert", num_heads=graph.num_heads, hidden_size=graph.hidden_size)
-    model.save_model_to_file(str(target), use_external_data_format=graph.external_data)
-    stats: dict[str, int] = model.get_fused_operator_statistics()
-    return {op: count for op, count in stats.items() if count}
-
-
-def _quantize(source: Path, target: Path, *, external: bool, seven_bit: bool) -> None:
-    """Dynamic int8: weights stored int8, activations quantized per call (VNNI/AMX kernels where present).
-
-    ``seven_bit`` keeps weights within 7 bits, for CPUs whose kernels saturate on 8 (see ``backends.cpu``).
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        source,
-        target,
-        weight_type=QuantType.QInt8,
-        per_channel=True,  # one scale per output column: Spearman 0.99 to fp32 where one per tensor gives 0.96
-        reduce_range=seven_bit,
-        use_external_data_format=external,
-        # Shape inference cannot type the outputs of the fused (contrib) operators: they are float.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-
-
-def _save_as(source: Path, target: Path, *, external: bool) -> None:
-    """Store the final graph as ``model.onnx`` (weights in ``model.onnx.data`` when external)."""
-    import onnx
-
-    model = onnx.load(str(source), load_external_data=True)
-    onnx.save_model(
-        model,
-        str(target),
-        save_as_external_data=external,
-        all_tensors_to_one_file=True,
-        location=f"{_MODEL_FILE}.data",
-    )
-    for stale in target.parent.iterdir():
-        if stale.name not in (_MODEL_FILE, f"{_MODEL_FILE}.data"):
-            stale.unlink() if stale.is_file() else shutil.rmtree(stale)

@@ -9,6 +9,7 @@ processes holding the rest. A half-precision batch whose scores overflow is reco
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -22,10 +23,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.utils import logging as transformers_logging
 
 from crossrank.backends.base import EncodedBatch
+from crossrank.backends.cpu_mode import GATED_MODES, CpuModeDecision, decide, decision_key
 from crossrank.backends.gpu import describe_processes, nvml_report
 from crossrank.backends.placement import (
     GpuMemory,
@@ -40,7 +42,7 @@ from crossrank.backends.placement import (
 from crossrank.config import BatchingOptions, RuntimeOptions
 from crossrank.errors import ConfigError, DeviceMemoryError, InferenceError, IntegrityError, UnsupportedModelError
 
-__all__ = ["RecoveryStats", "TorchBackend", "cpu_autocasts_bf16"]
+__all__ = ["RecoveryStats", "TorchBackend", "measured_cpu_mode", "time_cpu_modes"]
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +68,12 @@ _PROBE_LENGTH = 128
 _PROBE_TOKENS = 16384
 _PROBE_TOKEN_ID = 5
 _PROBE_ROUNDS = 5
+# dtype="auto" on CPU times one encoder layer on this many tokens, in rows of this length, for at most this many
+# rounds or seconds (see time_cpu_modes).
+_MODE_TOKENS = 1024
+_MODE_LENGTH = 256
+_MODE_ROUNDS = 5
+_MODE_BUDGET = 3.0
 
 
 @dataclass(slots=True)
@@ -131,21 +139,84 @@ def _choose_device(requested: str) -> torch.device:
     return device
 
 
-def cpu_autocasts_bf16() -> bool:
-    """Whether ``dtype="auto"`` on this CPU runs float32 weights under bfloat16 autocast.
+def _forward(model: Any, device: torch.device, batch: EncodedBatch, autocast: bool) -> npt.NDArray[np.float32]:
+    """One forward pass of ``model`` on ``device`` (under bfloat16 autocast if asked); float32 logits on the host."""
+    inputs = {
+        "input_ids": torch.from_numpy(batch.input_ids).to(device, non_blocking=True),
+        "attention_mask": torch.from_numpy(batch.attention_mask).to(device, non_blocking=True),
+    }
+    if batch.token_type_ids is not None:
+        inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids).to(device, non_blocking=True)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(**inputs).logits
+    result: npt.NDArray[np.float32] = logits[:, 0].float().cpu().numpy()
+    return result
 
-    Only AMX tiles multiply bfloat16 faster than float32 (oneDNN): there autocast measured 3-10x
-    faster on the m3-shaped model and passed the accuracy gate (BENCHMARKS.md). AVX2 CPUs emulate
-    bfloat16, and AVX-512-BF16 without AMX ran the m3-shaped model at 0.6x float32's speed, so
-    both keep float32 (``benchmarks/cpu_bf16.py`` measures it on a machine).
+
+def _probe(rows: int, length: int) -> EncodedBatch:
+    """``rows`` pairs of ``length`` tokens; the last lacks its last token, so the mask is used as in a
+    padded batch (an all-ones mask lets attention take a faster path that real batches do not)."""
+    ids = np.full((rows, length), _PROBE_TOKEN_ID, dtype=np.int64)
+    mask = np.ones_like(ids)
+    mask[-1, -1] = 0
+    return EncodedBatch(input_ids=ids, attention_mask=mask)
+
+
+def time_cpu_modes(config: Any, modes: list[str], budget: float = _MODE_BUDGET) -> dict[str, float]:
+    """Each mode's best seconds for one encoder layer of ``config``'s shape on ``_MODE_TOKENS`` tokens (rows of
+    ``_MODE_LENGTH``), random weights: the layers hold nearly all of a reranker's work, and one layer keeps the
+    measurement short. After one warm-up pass each, the modes alternate round by round, so a neighbour's load
+    weighs on all alike, for ``_MODE_ROUNDS`` rounds or until ``budget`` seconds have passed since the warm-up
+    began (the first round always completes).
     """
-    return bool(torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported())
+    small = copy.deepcopy(config)
+    small.num_hidden_layers, small.vocab_size, small.num_labels = 1, 8, 1
+    with quiet_loading():
+        built = AutoModelForSequenceClassification.from_config(small, dtype=torch.float32)  # type: ignore[no-untyped-call]
+        base = built.eval()
+    models = {"float32": base, "bfloat16-autocast": base, "bfloat16": copy.deepcopy(base).to(torch.bfloat16)}
+    length = min(_MODE_LENGTH, int(getattr(config, "max_position_embeddings", _MODE_LENGTH + 4)) - 4)
+    probe = _probe(max(_MODE_TOKENS // length, 1), length)
+    cpu = torch.device("cpu")
+    started = time.perf_counter()
+    usable = []
+    for mode in modes:
+        try:
+            _forward(models[mode], cpu, probe, mode == "bfloat16-autocast")  # kernels chosen, workspaces made
+            usable.append(mode)
+        except RuntimeError as exc:  # a torch build without bfloat16 kernels for this CPU: not a candidate
+            _log.warning("dtype='auto' cannot time %s on this CPU (%s); not a candidate", mode, exc)
+    best = dict.fromkeys(usable, math.inf)
+    for _ in range(_MODE_ROUNDS):
+        for mode in usable:
+            began = time.perf_counter()
+            _forward(models[mode], cpu, probe, mode == "bfloat16-autocast")
+            best[mode] = min(best[mode], time.perf_counter() - began)
+        if time.perf_counter() - started > budget:
+            break
+    return best
+
+
+def measured_cpu_mode(model_dir: Path) -> CpuModeDecision:
+    """What ``dtype="auto"`` runs on this CPU for the model in ``model_dir``: measured once per CPU, torch version,
+    thread count and model shape, then cached (``crossrank.backends.cpu_mode``)."""
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError):  # a config transformers cannot read alone: loading the model says what is wrong
+        return CpuModeDecision("float32", {}, "not gated")
+    names = ("hidden_size", "intermediate_size", "num_attention_heads")
+    shape = {"model_type": config.model_type, **{name: getattr(config, name, None) for name in names}}
+    key = decision_key(shape, threads=torch.get_num_threads(), torch_version=torch.__version__)
+    allowed = GATED_MODES.get(config.model_type, frozenset())
+    # A machine busier than its cores (the 1-minute load average) times everything slow and unevenly: such a
+    # decision holds for this process only, and the next load measures again.
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1) if hasattr(os, "getloadavg") else False
+    return decide(key, allowed, lambda modes: time_cpu_modes(config, modes), busy=busy)
 
 
 def _choose_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested == "auto":
-        # Half precision is 2-5x faster on GPUs and several times slower on most CPUs; on AMX CPUs the
-        # weights stay float32 and only the matrix products run in bfloat16 (see _autocast).
+        # Half precision is 2-5x faster on GPUs; on a CPU the measured choice (TorchBackend) may change this.
         return torch.float16 if device.type == "cuda" else torch.float32
     dtype = _DTYPES[requested]
     if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -185,9 +256,11 @@ class TorchBackend:
         else:
             self._device = _choose_device(runtime.device)
             self._dtype = _choose_dtype(runtime.dtype, self._device)
-        # Autocast, not bfloat16 weights: softmax, LayerNorm and GELU stay float32, which is both more
-        # accurate and faster on CPU than running them in bfloat16 (measured: 2.2 vs 1.5 pairs/s at 512 tokens).
-        self._autocast = runtime.dtype == "auto" and self._device.type == "cpu" and cpu_autocasts_bf16()
+        # dtype="auto" on CPU: float32, float32 weights under bfloat16 autocast, or bfloat16 weights, as measured.
+        self.cpu_mode = measured_cpu_mode(model_dir) if runtime.dtype == "auto" and self._device.type == "cpu" else None
+        self._autocast = self.cpu_mode is not None and self.cpu_mode.mode == "bfloat16-autocast"
+        if self.cpu_mode is not None and self.cpu_mode.mode == "bfloat16":
+            self._dtype = torch.bfloat16
         self.device = str(self._device)
         self.dtype = "bfloat16-autocast" if self._autocast else str(self._dtype).removeprefix("torch.")
         self.fallback = runtime.fallback
@@ -253,7 +326,7 @@ class TorchBackend:
         """
         length = min(_PROBE_LENGTH, self._shape().get("max_position_embeddings", 512) - 2, budget)
         rows = max(min(budget, _PROBE_TOKENS) // length, 1)
-        probes = (self._probe(1, length), self._probe(rows, length))
+        probes = (_probe(1, length), _probe(rows, length))
         best = [math.inf, math.inf]  # seconds: one pair, full
         try:
             for probe in probes:
@@ -273,30 +346,9 @@ class TorchBackend:
         _log.info("timed on %s: one pair %.2f ms, %d tokens %.2f ms", self.device, best[0] * 1e3, tokens, best[1] * 1e3)
         return min_pass_tokens(best[0], best[1], tokens)
 
-    @staticmethod
-    def _probe(rows: int, length: int) -> EncodedBatch:
-        """``rows`` pairs of ``length`` tokens; the last lacks its last token, so the mask is used as in a
-        padded batch (an all-ones mask lets attention take a faster path that real batches do not)."""
-        ids = np.full((rows, length), _PROBE_TOKEN_ID, dtype=np.int64)
-        mask = np.ones_like(ids)
-        mask[-1, -1] = 0
-        return EncodedBatch(input_ids=ids, attention_mask=mask)
-
     def _run(self, model: Any, device: torch.device, batch: EncodedBatch) -> npt.NDArray[np.float32]:
-        """One forward pass of ``model`` on ``device``; float32 logits on the host.
-
-        Under bfloat16 autocast when ``dtype="auto"`` chose it, which it does only for a model on an AMX CPU.
-        """
-        inputs = {
-            "input_ids": torch.from_numpy(batch.input_ids).to(device, non_blocking=True),
-            "attention_mask": torch.from_numpy(batch.attention_mask).to(device, non_blocking=True),
-        }
-        if batch.token_type_ids is not None:
-            inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids).to(device, non_blocking=True)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast):
-            logits = model(**inputs).logits
-        result: npt.NDArray[np.float32] = logits[:, 0].float().cpu().numpy()
-        return result
+        """One forward pass, under bfloat16 autocast where ``dtype="auto"`` chose it for this CPU."""
+        return _forward(model, device, batch, self._autocast and device.type == "cpu")
 
     def forward(self, batch: EncodedBatch) -> npt.NDArray[np.float32]:
         """Score a batch; returns one float32 logit per pair, recovering from OOM and fp16 overflow."""

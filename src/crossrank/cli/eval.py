@@ -20,6 +20,8 @@ from crossrank.cli._common import (
 from crossrank.cli._render import print_compare, print_eval, task_progress
 from crossrank.errors import ConfigError
 from crossrank.evaluate import FirstStage, compare, evaluate, find_datasets, write_trec_run
+from crossrank.evaluate.compare import read_saved
+from crossrank.evaluate.report import check_destinations, draw, write_plots, write_report
 from crossrank.evaluate.runner import check_evaluable
 
 __all__ = ["eval_command"]
@@ -34,6 +36,24 @@ def _run_paths(run_out: Path, names: list[str]) -> list[Path]:
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def _write_views(
+    report: Path | None,
+    plot_dir: Path | None,
+    payload: dict[str, Any],
+    baseline: Path | None = None,
+    diff: dict[str, Any] | None = None,
+) -> None:
+    """The HTML report and the PNG plots, drawn once for both."""
+    if report is None and plot_dir is None:
+        return
+    saved = read_saved(baseline) if baseline is not None else None
+    figures = draw(payload, saved)
+    if report is not None:
+        write_report(report, payload, figures=figures, baseline=saved, diff=diff)
+    if plot_dir is not None:
+        write_plots(plot_dir, figures)
 
 
 @with_flags(MODEL_FLAGS, SCORING_FLAGS)
@@ -62,6 +82,13 @@ def eval_command(
         Path | None, typer.Option("--run-out", help="Write the reranked lists as a TREC run file.")
     ] = None,
     save: Annotated[Path | None, typer.Option("--save", help="Also write the JSON results to this file.")] = None,
+    html_report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write a self-contained HTML report (tables and plots) to this file."),
+    ] = None,
+    plot_dir: Annotated[
+        Path | None, typer.Option("--plot-dir", help="Write the report's plots as PNG files into this folder.")
+    ] = None,
     compare_with: Annotated[
         list[Path] | None,
         typer.Option(
@@ -78,7 +105,10 @@ def eval_command(
 
     The first stage is the data set's candidate lists, else BM25 over the corpus (words and Chinese bigrams).
 
-    Exit codes: 0 ok, 2 bad option or data file, 3 model unusable, 4 runtime failure.
+    --report and --plot-dir need matplotlib (pip install 'crossrank[eval]').
+
+    Exit codes: 0 ok, 2 bad option, data file or unwritable --report/--plot-dir, 3 model unusable,
+    4 runtime failure.
     """
     baselines = list(compare_with or [])
     with reporting_errors():
@@ -88,7 +118,10 @@ def eval_command(
                     "nothing to do: give --data to evaluate, or two --compare files to diff",
                     fix="crossrank eval --data DIR --model M   |   crossrank eval --compare A.json --compare B.json",
                 )
+            check_destinations(html_report, plot_dir)
             saved = compare(baselines[0], baselines[1])
+            if html_report is not None or plot_dir is not None:
+                _write_views(html_report, plot_dir, read_saved(baselines[1]), baselines[0], saved.to_dict())
             if as_json:
                 typer.echo(json.dumps(saved.to_dict(), ensure_ascii=False))
             else:
@@ -98,6 +131,7 @@ def eval_command(
             raise ConfigError("with --data, give at most one --compare file (the run to compare against)")
         if candidates is not None and len(data) != 1:
             raise ConfigError("--candidates needs exactly one --data folder")
+        check_destinations(html_report, plot_dir)  # before the (long) evaluation
         datasets = [d for path in data for d in find_datasets(path, split=split, candidates=candidates)]
         for found in datasets:
             check_evaluable(found)  # before the model loads
@@ -120,6 +154,13 @@ def eval_command(
             ):
                 write_trec_run(dataset, path)
         diff = compare(baselines[0], payload) if baselines else None
+        _write_views(
+            html_report,
+            plot_dir,
+            payload,
+            baselines[0] if baselines else None,
+            None if diff is None else diff.to_dict(),
+        )
         if as_json:
             typer.echo(
                 json.dumps(payload if diff is None else {**payload, "compare": diff.to_dict()}, ensure_ascii=False)

@@ -100,7 +100,7 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@with_flags(MODEL_FLAGS, SCORING_FLAGS, BATCH_FLAGS, CACHE_FLAGS)
+@with_flags(MODEL_FLAGS, SCORING_FLAGS, BATCH_FLAGS, CACHE_FLAGS, ("ui",))
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [env: CROSSRANK_HOST, default 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env: CROSSRANK_PORT, default 8000].")] = None,

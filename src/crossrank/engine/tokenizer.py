@@ -254,6 +254,20 @@ class PairTokenizer:
         """Encode documents in parallel (Rust threads), without special tokens and uncut."""
         return self._tokenizer.encode_batch([replace_surrogates(d) for d in documents], add_special_tokens=False)
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to this, exclusive (added tokens included)."""
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
+    def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool) -> list[Encoding]:
+        """Each text encoded alone and uncut (TEI's ``/tokenize``), with the special tokens if asked."""
+        texts = [replace_surrogates(t) for t in texts]
+        return self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        """The text of each sequence of token ids (TEI's ``/decode``)."""
+        return list(self._tokenizer.decode_batch([list(i) for i in ids], skip_special_tokens=skip_special_tokens))
+
     def build_pair(self, query: EncodedQuery, document: Sequence[int], truncation: TruncationOptions) -> EncodedPair:
         """Put the special tokens around a query and a document, cutting the document to fit."""
         t = self._template

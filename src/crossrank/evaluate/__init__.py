@@ -4,7 +4,8 @@
 >>> report = evaluate("../shared/data/en_beir_dbpedia_subset", "path/to/cross-encoder")
 >>> report.datasets[0].metrics["ndcg@10"], report.datasets[0].reranked["ndcg@10"]
 
-Needs the ``eval`` extra (``pip install 'crossrank[eval]'``: bm25s, ir-measures, scipy).
+Needs the ``eval`` extra (``pip install 'crossrank[eval]'``: bm25s, ir-measures, scipy; matplotlib for the
+HTML report and plots of :mod:`crossrank.evaluate.report`).
 """
 
 from crossrank.evaluate.bm25 import Bm25Index as Bm25Index

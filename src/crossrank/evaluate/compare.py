@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.errors import DataFormatError
-from crossrank.evaluate.metrics import METRICS, mean, paired_p_value
+from crossrank.evaluate.metrics import METRICS, Interval, mean, paired_interval, paired_p_value
 
-__all__ = ["CompareReport", "CompareRow", "compare", "load_results"]
+__all__ = ["CompareReport", "CompareRow", "compare", "load_results", "read_saved"]
 
 
 @dataclass(frozen=True, slots=True)
 class CompareRow:
-    """One metric of one data set after reranking: base vs new, with a paired t-test over shared queries."""
+    """One metric of one data set after reranking: base vs new, with a paired t-test over shared queries.
+
+    ``interval`` is that test's 95% confidence interval of the mean change (new - base).
+    """
 
     dataset: str
     metric: str
@@ -24,6 +27,7 @@ class CompareRow:
     new: float
     queries: int
     p_value: float | None
+    interval: Interval | None = None
 
     @property
     def delta(self) -> float:
@@ -53,6 +57,7 @@ class CompareReport:
                     "delta": r.delta,
                     "queries": r.queries,
                     "p_value": r.p_value,
+                    "interval": r.interval,
                 }
                 for r in self.rows
             ],
@@ -86,11 +91,21 @@ def _read(path: str | Path) -> Any:
         raise DataFormatError(str(path), line, "not valid JSON") from None
 
 
+def read_saved(path: str | Path) -> dict[str, Any]:
+    """A saved ``crossrank eval --json`` file as it was written, after checking that it is one."""
+    value = _read(path)
+    _results(str(path), value)
+    return dict(value)
+
+
 def load_results(results: str | Path | Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
     """Saved ``crossrank eval --json`` results (a file, or ``EvalReport.to_dict()``) as
     data set name -> metric -> query id -> reranked value."""
     source = "this run" if isinstance(results, Mapping) else str(results)
-    value = results if isinstance(results, Mapping) else _read(results)
+    return _results(source, results if isinstance(results, Mapping) else _read(results))
+
+
+def _results(source: str, value: Any) -> dict[str, dict[str, dict[str, float]]]:
     datasets = value.get("datasets") if isinstance(value, Mapping) else None
     if not isinstance(datasets, list) or not all(
         isinstance(d, dict) and isinstance(d.get("name"), str) for d in datasets
@@ -118,6 +133,7 @@ def compare(base: str | Path | Mapping[str, Any], new: str | Path | Mapping[str,
                     new=mean({q: b[q] for q in shared}),
                     queries=len(shared),
                     p_value=paired_p_value(b, a),
+                    interval=paired_interval(b, a),
                 )
             )
     return CompareReport(

@@ -1,4 +1,4 @@
-"""Ranking metrics (ir-measures, i.e. trec_eval) per query, their means, and paired significance tests.
+"""Ranking metrics (ir-measures, i.e. trec_eval) per query, their means, t-intervals and paired t-tests.
 
 Runs are passed as ranked lists; the scores ir-measures sees are derived from the rank, so trec_eval's
 own tie-breaking (by document id) never reorders what the reranker or BM25 decided.
@@ -11,7 +11,21 @@ from collections.abc import Mapping, Sequence
 
 from crossrank.evaluate.extras import require
 
-__all__ = ["METRICS", "mean", "paired_p_value", "per_query"]
+__all__ = [
+    "CONFIDENCE",
+    "METRICS",
+    "Interval",
+    "mean",
+    "mean_interval",
+    "paired_interval",
+    "paired_p_value",
+    "per_query",
+]
+
+#: Confidence level of every interval in a report: Student's t over queries (one-sample, or paired for a change).
+CONFIDENCE = 0.95
+#: ``(low, high)`` of a confidence interval.
+Interval = tuple[float, float]
 
 # Report name -> ir-measures measure. Graded gain for NDCG (gain = grade, as trec_eval); MRR, MAP and
 # recall count grade >= 1 as relevant.
@@ -48,6 +62,26 @@ def per_query(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Sequence
 def mean(values: Mapping[str, float]) -> float:
     """Mean over queries (0.0 for none)."""
     return math.fsum(values.values()) / len(values) if values else 0.0
+
+
+def mean_interval(values: Mapping[str, float]) -> Interval | None:
+    """The ``CONFIDENCE`` t-interval of the mean over queries; ``None`` for fewer than two queries."""
+    return _t_interval(list(values.values()))
+
+
+def paired_interval(a: Mapping[str, float], b: Mapping[str, float]) -> Interval | None:
+    """The ``CONFIDENCE`` t-interval of the mean of ``a - b`` over the queries both share: the interval of the
+    paired t-test that :func:`paired_p_value` reports; ``None`` for fewer than two shared queries."""
+    return _t_interval([a[q] - b[q] for q in a if q in b])
+
+
+def _t_interval(x: list[float]) -> Interval | None:
+    if len(x) < 2:
+        return None
+    if len(set(x)) == 1:
+        return x[0], x[0]  # no spread: the exact answer, where scipy would warn about rounding
+    ci = require("scipy.stats", "confidence intervals").ttest_1samp(x, 0.0).confidence_interval(CONFIDENCE)
+    return float(ci.low), float(ci.high)
 
 
 def paired_p_value(a: Mapping[str, float], b: Mapping[str, float]) -> float | None:

@@ -10,11 +10,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from crossrank._version import __version__
 from crossrank.errors import ConfigError, DataFormatError, InputError
 from crossrank.evaluate.bm25 import Bm25Index
 from crossrank.evaluate.data import Dataset, find_datasets
-from crossrank.evaluate.metrics import METRICS, mean, paired_p_value, per_query
+from crossrank.evaluate.metrics import (
+    METRICS,
+    Interval,
+    mean,
+    mean_interval,
+    paired_interval,
+    paired_p_value,
+    per_query,
+)
 from crossrank.reranker import Reranker
 
 __all__ = [
@@ -36,6 +46,8 @@ ProgressCallback = Callable[[str, int, int], None]
 # than _PROGRESS_STEPS of these is cut finer (down to one query a call) so its progress bar still moves.
 _CHUNK_PAIRS = 1024
 _PROGRESS_STEPS = 20
+# Bins of the reranked-score histograms of relevant and non-relevant documents (the report's third plot).
+_SCORE_BINS = 30
 _EMPTY_FIX = "check that the file is the complete data set (BEIR: corpus, queries and qrels; C-MTEB: one query a line)"
 
 
@@ -48,6 +60,10 @@ class DatasetReport:
             ``bm25-pool`` (the given unordered pool, ordered by BM25).
         metrics / reranked: mean metric values of the first stage and after reranking.
         p_values: paired t-test of reranked vs first stage per metric (``None``: undefined).
+        intervals: ``{"first_stage"|"reranked"|"delta": {metric: (low, high) | None}}``, 95% Student's t
+            intervals over queries (``delta``: the paired t-test's interval of the mean change).
+        score_histogram: the reranked scores of relevant (grade >= 1) and non-relevant (judged 0 or
+            unjudged) documents: ``{"edges": [...], "relevant": [counts], "non_relevant": [counts]}``.
         per_query: ``{"first_stage"|"reranked": {metric: {query id: value}}}`` for paired tests later.
         run: query id -> [(document id, score)] after reranking, best first (not saved in JSON).
     """
@@ -63,6 +79,8 @@ class DatasetReport:
     reranked: dict[str, float]
     p_values: dict[str, float | None]
     per_query: dict[str, dict[str, dict[str, float]]]
+    intervals: dict[str, dict[str, Interval | None]]
+    score_histogram: dict[str, list[float]]
     run: dict[str, list[tuple[str, float]]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -203,8 +221,30 @@ def _evaluate_one(
         reranked={name: mean(after[name]) for name in METRICS},
         p_values={name: paired_p_value(after[name], before[name]) for name in METRICS},
         per_query={"first_stage": before, "reranked": after},
+        intervals={
+            "first_stage": {name: mean_interval(before[name]) for name in METRICS},
+            "reranked": {name: mean_interval(after[name]) for name in METRICS},
+            "delta": {name: paired_interval(after[name], before[name]) for name in METRICS},
+        },
+        score_histogram=_score_histogram(run, qrels),
         run=run,
     )
+
+
+def _score_histogram(
+    run: dict[str, list[tuple[str, float]]], qrels: dict[str, dict[str, int]]
+) -> dict[str, list[float]]:
+    """Counts of relevant and non-relevant documents' scores in ``_SCORE_BINS`` shared bins."""
+    relevant = [s for q, docs in run.items() for d, s in docs if qrels[q].get(d, 0) >= 1]
+    other = [s for q, docs in run.items() for d, s in docs if qrels[q].get(d, 0) < 1]
+    if not relevant and not other:
+        return {"edges": [], "relevant": [], "non_relevant": []}
+    edges = np.histogram_bin_edges(relevant + other, bins=_SCORE_BINS)
+    return {
+        "edges": edges.tolist(),
+        "relevant": np.histogram(relevant, bins=edges)[0].tolist(),
+        "non_relevant": np.histogram(other, bins=edges)[0].tolist(),
+    }
 
 
 def evaluate(

@@ -1,1 +1,1 @@
-"""Integrations with other systems (Celery); each imports its framework only when used."""
+"""Integrations with other systems (Celery, LangChain, LlamaIndex, Haystack); each imports its framework when used."""

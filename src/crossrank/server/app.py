@@ -16,7 +16,7 @@ from crossrank.async_reranker import AsyncReranker
 from crossrank.engine.cache import CachedScorer
 from crossrank.errors import CrossrankError, ModelError
 from crossrank.reranker import Reranker
-from crossrank.server import cohere, ops, tei
+from crossrank.server import cohere, infinity, models, ops, tei, ui
 from crossrank.server.body import document_bodies
 from crossrank.server.errors import install_error_handlers
 from crossrank.server.metrics import Metrics
@@ -105,15 +105,17 @@ def create_app(
     app = FastAPIOffline(
         title="crossrank",
         version=__version__,
-        description="Cross-encoder reranking with Cohere-, Jina-, TEI- and vLLM-compatible APIs.",
+        description="Cross-encoder reranking with Cohere-, Jina-, TEI-, vLLM- and Infinity-compatible APIs.",
         lifespan=lifespan,
     )
     app.state.metrics = metrics
     app.state.service = RerankService(state, options, metrics)
     install_error_handlers(app)
-    for router in (cohere.router, tei.router, ops.router):
+    for router in (cohere.router, tei.router, infinity.router, models.router, ops.router):
         app.include_router(router)
-    document_bodies(app, {**cohere.BODIES, **tei.BODIES}, options.max_documents)
+    if options.ui:
+        app.include_router(ui.router)
+    document_bodies(app, {**cohere.BODIES, **tei.BODIES, **infinity.BODIES}, options.max_documents)
     # Added innermost first. Auth before the body limit, so no one without a key makes the server
     # read a body; CORS outside auth, so browsers' preflight requests (which carry no key) pass.
     app.add_middleware(BodyLimitMiddleware, limit=options.max_body_bytes)

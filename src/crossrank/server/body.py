@@ -31,17 +31,19 @@ from starlette.exceptions import HTTPException
 from crossrank.server.errors import TooManyItemsError
 from crossrank.server.service import RerankService, get_service
 
-__all__ = ["LIMITED_LISTS", "decode_limited", "document_bodies", "json_body", "parse_body"]
+__all__ = ["INLINE_BYTES", "LIMITED_LISTS", "decode_limited", "document_bodies", "json_body", "parse_body"]
 
 Model = TypeVar("Model", bound=BaseModel)
 Service = Annotated[RerankService, Depends(get_service)]
 Scan = Callable[[str, int], tuple[Any, int]]  # json's scanner: the value at an index, and the index after it
 
-# The request lists bounded by --max-documents, and what their items are called in the 413 message.
-LIMITED_LISTS = {"documents": "documents", "texts": "documents", "rank_fields": "fields"}
+# The request lists bounded by --max-documents, and what their items are called in the 413 message (`inputs`:
+# /tokenize's; /decode's `ids` is checked after decoding, since one sequence of ids is a list too).
+LIMITED_LISTS = {"documents": "documents", "texts": "documents", "rank_fields": "fields", "inputs": "texts"}
 
-# Bodies up to this size are decoded on the event loop (a millisecond or two): a thread hop would cost as much.
-_INLINE_BYTES = 64 * 1024
+# Bodies (and texts to tokenize) up to this size are handled on the event loop (a millisecond or two): a thread
+# hop would cost as much.
+INLINE_BYTES = 64 * 1024
 
 _REF = "#/components/schemas/{model}"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -54,7 +56,7 @@ def json_body(model: type[Model]) -> Callable[[Request, RerankService], Awaitabl
         body = await request.body()  # at most --max-body-bytes: BodyLimitMiddleware stops it there
         content_type = request.headers.get("content-type")
         limit = service.options.max_documents
-        if len(body) <= _INLINE_BYTES:
+        if len(body) <= INLINE_BYTES:
             return parse_body(body, content_type, model, limit)
         return await asyncio.to_thread(parse_body, body, content_type, model, limit)
 

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crossrank.server.errors import error_response, request_details
 from crossrank.server.metrics import Metrics
+from crossrank.server.ui import UI_ROUTES
 
 __all__ = [
     "AccessMiddleware",
@@ -33,10 +34,12 @@ __all__ = [
 _access_log = logging.getLogger("crossrank.server.access")
 
 # Routes whose latency is alerted on (--slow-ms); everything else is operational.
-RERANK_ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank"})
-_KNOWN_ROUTES = RERANK_ROUTES | {"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json"}
-# Routes that answer without an API key.
-_OPEN_ROUTES = frozenset({"/health"})
+RERANK_ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank", "/infinity/rerank"})
+_KNOWN_ROUTES = RERANK_ROUTES | UI_ROUTES | {"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json"}
+_KNOWN_ROUTES |= {"/tokenize", "/decode", "/v1/models", "/models", "/infinity/models", "/infinity/health"}
+# Routes that answer without an API key: the health checks (TEI's and Infinity's say only whether the process
+# serves); the playground's files hold no data (the calls it makes need the key).
+_OPEN_ROUTES = frozenset({"/health", "/infinity/health"}) | UI_ROUTES
 
 
 class AccessMiddleware:
@@ -99,7 +102,8 @@ class AccessMiddleware:
 
 
 class AuthMiddleware:
-    """``Authorization: Bearer <key>`` on every route but ``/health``, compared in constant time."""
+    """``Authorization: Bearer <key>`` on every route but ``/health``, ``/infinity/health`` and the ``/ui`` page's
+    files, compared in constant time."""
 
     def __init__(self, app: ASGIApp, *, keys: tuple[str, ...]) -> None:
         self.app = app

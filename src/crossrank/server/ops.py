@@ -9,10 +9,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from crossrank._version import __version__
+from crossrank.backends.cpu_mode import cpu_mode_of
 from crossrank.engine.cache import CachedScorer
 from crossrank.server.errors import documented_errors
 from crossrank.server.schemas import StatusResponse, TeiErrorResponse
 from crossrank.server.service import RerankService, get_service
+from crossrank.server.tei import info_fields
 
 __all__ = ["router"]
 
@@ -80,6 +82,7 @@ async def info(service: Service) -> dict[str, Any]:
         "auth": bool(o.api_keys),
         "slow_ms": o.slow_ms,
     }
+    body.update(info_fields(service))  # TEI's fields, which TEI clients (Dify, RAGFlow) read
     if service.state.reranker is not None:
         rr = service.state.reranker.reranker
         backend = rr.scorer.backend
@@ -88,6 +91,8 @@ async def info(service: Service) -> dict[str, Any]:
             backend=backend.name,
             device=backend.device,
             dtype=backend.dtype,
+            # dtype="auto" on CPU: the measured choice and each mode's speed ÷ float32's (null: nothing measured).
+            cpu_precision=cpu_mode_of(backend),
             max_length=rr.truncation.max_length,
             model_max_length=rr.model_max_length,
             max_batch_tokens=rr.batching.max_batch_tokens,

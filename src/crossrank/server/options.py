@@ -62,6 +62,7 @@ class ServerOptions:
         slow_ms: a rerank request slower than this logs a warning and counts in ``crossrank_slow_requests_total``.
         cors_origins: origins allowed by CORS; empty leaves CORS off.
         body_timeout: seconds a request body may pause between two chunks (408 and the connection closed beyond).
+        ui: serve the ``/ui`` playground page.
     """
 
     model_name: str
@@ -74,6 +75,7 @@ class ServerOptions:
     slow_ms: float = 200.0
     cors_origins: tuple[str, ...] = ()
     body_timeout: float = 30.0
+    ui: bool = True
 
     def __post_init__(self) -> None:
         if any(not key.strip() for key in self.api_keys):
@@ -112,4 +114,5 @@ class ServerOptions:
             slow_ms=settings.slow_ms,
             cors_origins=_split(settings.cors_origins),
             body_timeout=settings.body_timeout,
+            ui=settings.ui,
         )

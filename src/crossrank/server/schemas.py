@@ -1,4 +1,4 @@
-"""Wire models of the rerank dialects: Cohere v2, Cohere v1 + Jina (``/v1/rerank``), TEI + vLLM (``/rerank``).
+"""Wire models of the dialects: Cohere v2, Cohere v1 + Jina (``/v1/rerank``), TEI + vLLM (``/rerank``), Infinity.
 
 Field names, types and defaults follow each upstream API (see PEERS.md). Types are strict, as the
 OpenAPI document says them: ``"5"`` is not an integer nor ``"true"`` a boolean (422), while ``5.0`` is an
@@ -33,13 +33,22 @@ __all__ = [
     "CohereErrorResponse",
     "CohereV2Request",
     "CohereV2Response",
+    "DecodeRequest",
     "DocumentObject",
+    "InfinityRerankRequest",
+    "InfinityRerankResponse",
+    "InfinityResult",
+    "InfinityUsage",
+    "ModelCard",
+    "ModelList",
     "RerankV1Request",
     "RerankV1Response",
+    "SimpleToken",
     "StatusResponse",
     "TeiErrorResponse",
     "TeiRank",
     "TeiRerankRequest",
+    "TokenizeRequest",
     "utf8_safe",
 ]
 
@@ -173,6 +182,93 @@ class TeiRerankRequest(_Request):
         if (self.texts is None) == (self.documents is None):
             raise ValueError("send the candidates in exactly one of `texts` (TEI) or `documents` (vLLM)")
         return self
+
+
+TokenId = Annotated[StrictInt, Field(ge=0)]
+
+
+class TokenizeRequest(BaseModel):
+    """``POST /tokenize`` (TEI): each input encoded alone, as the model's tokenizer splits it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: StrictStr | list[StrictStr]
+    add_special_tokens: StrictBool = True
+    prompt_name: StrictStr | None = Field(
+        default=None, description="TEI: a sentence-transformers prompt; rerankers have none, so only null is valid."
+    )
+
+
+class SimpleToken(BaseModel):
+    """One token; ``start`` and ``stop`` are UTF-8 byte offsets in the input (as TEI's), null on special tokens."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+class DecodeRequest(BaseModel):
+    """``POST /decode`` (TEI): one sequence of token ids, or a list of them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ids: list[TokenId] | list[list[TokenId]]
+    skip_special_tokens: StrictBool = True
+
+
+class InfinityRerankRequest(_Request):
+    """``POST /infinity/rerank``: Infinity's ``RerankInput``."""
+
+    query: StrictStr
+    documents: list[StrictStr] = Field(min_length=1)
+    return_documents: StrictBool = False
+    raw_scores: StrictBool = Field(default=False, description="Raw logits instead of sigmoid scores.")
+    model: StrictStr = "default/not-specified"
+    top_n: StrictInt | None = Field(default=None, gt=0)
+
+
+class InfinityResult(BaseModel):
+    relevance_score: float
+    index: int
+    document: str | None = Field(description="The document as sent, with return_documents; else null.")
+
+
+class InfinityUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class InfinityRerankResponse(BaseModel):
+    """Infinity's ``ReRankResult``."""
+
+    object: Literal["rerank"] = "rerank"
+    results: list[InfinityResult]
+    model: str
+    usage: InfinityUsage
+    id: str
+    created: int
+
+
+class ModelCard(BaseModel):
+    """The served model in an OpenAI-style list (vLLM's and Infinity's fields)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="When the server started (Unix seconds).")
+    owned_by: str = "crossrank"
+    root: str = Field(description="vLLM: the model the served name stands for.")
+    max_model_len: int | None = Field(description="vLLM: tokens per pair at most; null while the model loads.")
+    capabilities: list[str] = Field(description="Infinity: what the model serves.")
+    backend: str | None = Field(description="Infinity: the inference backend; null while the model loads.")
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``, ``/models`` and ``/infinity/models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class ApiVersion(BaseModel):

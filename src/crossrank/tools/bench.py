@@ -139,6 +139,7 @@ class SystemResult:
     Tokens and padding are counted at the model's token embedding, so they are ``None`` for a system
     that runs no torch model (sentence-transformers' ONNX backends). ``model_tflops`` is the model's
     FLOPs on the real tokens (``model_flops``) per second; ``mfu`` divides it by the device's peak.
+    ``cpu_precision``: what crossrank's ``dtype="auto"`` measured and chose on this CPU (``None`` elsewhere).
     """
 
     system: str
@@ -160,6 +161,7 @@ class SystemResult:
     mfu: float | None = None
     gpu: str | None = None
     error: str | None = None
+    cpu_precision: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +330,7 @@ def _summarise(raw: dict[str, Any], config: dict[str, Any], peak_tflops: float |
         model_tflops=tflops,
         mfu=None if tflops is None or peak is None else tflops / peak,
         gpu=raw["gpu"],
+        cpu_precision=raw.get("cpu_precision"),
     )
 
 

@@ -50,6 +50,7 @@ Score = Callable[[str, list[str]], object]
 
 def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
     from crossrank import Reranker
+    from crossrank.backends.cpu_mode import cpu_mode_of
 
     options = {k: spec[k] for k in ("device", "dtype", "backend", "quantize", "max_length") if spec.get(k) is not None}
     reranker = Reranker(spec["model"], **options)
@@ -64,6 +65,7 @@ def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
         return forward(batch)
 
     backend.forward = counted  # type: ignore[method-assign]  # measurement only, in this throwaway process
+    spec["cpu_precision"] = cpu_mode_of(backend)  # dtype="auto" on CPU: what it measured and chose, for the result
     score: Score = lambda query, documents: reranker.rerank(query, documents, return_documents=False)  # noqa: E731
     return score, f"{backend.name} {backend.dtype}"
 
@@ -192,6 +194,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         _emit("progress", done=done, total=len(queries))
     peak_gpu_bytes, gpu_name = _gpu()
     return {
+        "cpu_precision": spec.get("cpu_precision"),
         "system": spec["system"],
         "precision": precision,
         "load_seconds": load_seconds,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank._version import __version__
+from crossrank.backends.cpu_mode import CpuModeDecision, cached_decisions, cpu_mode_of
 from crossrank.backends.diagnostics import TorchFacts, torch_facts
 from crossrank.backends.gpu import NvmlReport, nvml_report
 from crossrank.backends.placement import count_parameters, needed_bytes
@@ -120,6 +121,9 @@ def _smoke(folder: Path, device: str, dtype: str, fallback: str) -> Check:
             relevant, irrelevant = reranker.score(list(_SMOKE))
             ms = 1000 * (time.perf_counter() - started)
             where = f"{reranker.device} {reranker.dtype}"
+            measured = cpu_mode_of(reranker.scorer.backend)
+            if measured is not None:  # dtype="auto" on CPU: what it chose, and from what
+                where = f"{reranker.device} {CpuModeDecision(**measured).summary()} by dtype='auto'"
     except CrossrankError as error:
         return Check("smoke", "fail", f"loading or scoring failed: {error.message}", error.fix, type(error).__name__)
     detail = (
@@ -212,4 +216,5 @@ def run_doctor(
     facts = _facts(torch, nvml)
     facts["hub"] = {"cache_dir": str(hub.cache_dir), "offline": hub.offline, "endpoint": hub.endpoint}
     facts["model"] = {"name": model, "folder": None if folder is None else str(folder)}
+    facts["cpu_precision"] = [decision.as_dict() for decision in cached_decisions()]
     return DoctorReport(checks, facts)

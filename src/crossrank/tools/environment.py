@@ -19,7 +19,8 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from crossrank.backends.cpu import cpu_flags, int8_needs_7bit_weights
+from crossrank.backends.cpu import cpu_flags, cpu_model, int8_needs_7bit_weights
+from crossrank.backends.cpu_mode import cached_decisions
 from crossrank.backends.diagnostics import TorchFacts
 from crossrank.backends.gpu import NvmlReport, describe_processes
 from crossrank.models.verify import Check
@@ -274,14 +275,19 @@ def check_cpu(facts: TorchFacts) -> list[Check]:
     machine = platform.machine()
     if machine in {"x86_64", "AMD64"} and flags and "avx2" not in flags:
         return [Check("cpu", "warn", f"{machine} without AVX2; {kernels}", "expect slow CPU scoring; use a GPU")]
-    # bf16 pays off only on AMX tiles (AVX-512-BF16 alone measured slower than float32); elsewhere int8 is fastest.
-    if "amx_bf16" in flags:
-        fastest = "dtype='auto' runs bfloat16 autocast on this AMX CPU (dtype='float32' for exact float32 scores)"
+    # Whether bfloat16 pays off is measured per model shape (flags cannot tell): show what was measured here.
+    decided = [d for d in cached_decisions() if d.key.get("cpu") == cpu_model()]
+    if decided:
+        modes = "; ".join(f"{d.model()}, {d.key.get('threads')} threads: {d.summary()}" for d in decided)
+        auto = f"dtype='auto' measured on this CPU: {modes}"
     else:
-        weights = "7-bit weights, no VNNI" if int8_needs_7bit_weights(flags, machine) else "8-bit weights"
-        fastest = f"fastest CPU mode: backend='onnx', quantize='int8' ({weights}; bfloat16 would be slow without AMX)"
+        auto = "dtype='auto' times float32 against bfloat16 on a model's first load here and keeps the fastest"
+        if "amx_bf16" in flags:
+            auto += " (bfloat16 autocast on this AMX CPU: 3-10x float32 on m3-shape elsewhere)"
+    weights = "7-bit weights, no VNNI" if int8_needs_7bit_weights(flags, machine) else "8-bit weights"
+    int8 = f"the other fast mode: backend='onnx', quantize='int8' ({weights}; see BENCHMARKS.md)"
     present_text = ", ".join(present) or "no x86 SIMD flags"
-    return [Check("cpu", "ok", f"{machine} {os.cpu_count()} cores, {present_text}; {kernels}; {fastest}")]
+    return [Check("cpu", "ok", f"{machine} {os.cpu_count()} cores, {present_text}; {kernels}; {auto}; {int8}")]
 
 
 def _usable_cores() -> float:
