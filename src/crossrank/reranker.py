@@ -109,7 +109,9 @@ class Reranker:
         backend: runtime that executes the model: ``torch``, or ``onnx`` (onnxruntime; the export is
             made on first load and cached next to the model).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: ``auto`` (float16 on GPU, float32 on CPU), ``float32``, ``float16`` or ``bfloat16``.
+        dtype: ``auto`` (float16 on GPU; on CPU the fastest of float32, bfloat16 autocast and bfloat16 weights
+            measured on this machine within the accuracy gate, docs/performance/cpu-precision.md), ``float32``,
+            ``float16`` or ``bfloat16``.
         quantize: ``int8`` runs int8 weights (``backend="onnx"``, CPU: several times faster, slightly
             different scores); ``none`` keeps ``dtype``.
         max_length: tokens per (query, document) pair, special tokens included.

@@ -39,6 +39,7 @@ __all__ = [
     "RerankSource",
     "check_top_n",
     "given_options",
+    "loaded_source",
     "missing_extra",
     "open_source",
     "rerank_options",
@@ -314,3 +315,20 @@ def open_source(
     if api_key:
         raise ConfigError("api_key= goes with base_url=; an in-process model needs none")
     return LocalSource(reranker, model=model, model_kwargs=model_kwargs, options=call_options)
+
+
+def loaded_source(fields: Any) -> LocalSource | HttpSource:
+    """The loaded source of a framework class whose fields are ``open_source``'s arguments (``api_key`` held as a
+    pydantic ``SecretStr`` or None), as LangChain's and LlamaIndex's classes hold them."""
+    key = fields.api_key
+    source = open_source(
+        model=fields.model,
+        reranker=fields.reranker,
+        base_url=fields.base_url,
+        api_key=key.get_secret_value() if key is not None else None,
+        timeout=fields.timeout,
+        options=fields.options,
+        model_kwargs=fields.model_kwargs,
+    )
+    source.load()
+    return source

@@ -18,7 +18,14 @@ from typing import Any
 
 from crossrank.async_reranker import AsyncReranker
 from crossrank.config import RerankOptions
-from crossrank.integrations._source import DEFAULT_TIMEOUT, RerankSource, check_top_n, missing_extra, open_source
+from crossrank.integrations._source import (
+    DEFAULT_TIMEOUT,
+    RerankSource,
+    check_top_n,
+    loaded_source,
+    missing_extra,
+    open_source,
+)
 from crossrank.reranker import Reranker
 from crossrank.types import RerankResult
 
@@ -74,16 +81,7 @@ class CrossrankRerank(BaseDocumentCompressor):
 
     def model_post_init(self, context: Any, /) -> None:
         check_top_n(self.top_n)
-        self._source = open_source(
-            model=self.model,
-            reranker=self.reranker,
-            base_url=self.base_url,
-            api_key=self.api_key.get_secret_value() if self.api_key else None,
-            timeout=self.timeout,
-            options=self.options,
-            model_kwargs=self.model_kwargs,
-        )
-        self._source.load()
+        self._source = loaded_source(self)
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
