@@ -9,11 +9,11 @@ import copy
 from pathlib import Path
 
 import pytest
+from framework_cases import LONG, QUERY, TEXTS, assert_ranked_like, expected
 from snippets import python_blocks
 
 from conftest import STRICT_KEYS
 from crossrank import Reranker
-from crossrank.config import RerankOptions
 from crossrank.errors import BackendError, ConfigError, InputError
 from server_process import ServerProcess, free_port
 
@@ -24,14 +24,6 @@ from haystack.utils import Secret
 
 from crossrank.integrations.haystack import CrossrankRanker
 
-QUERY = "what is a panda?"
-TEXTS = [
-    "hi",
-    "The giant panda is a bear native to China.",
-    "Paris is the capital of France.",
-    "A panda eats bamboo; the giant panda is a bear.",
-]
-LONG = " ".join(["Paris is the capital of France."] * 12 + ["The giant panda is a bear native to China."])
 ALLOWED = ["crossrank.integrations.haystack"]
 
 
@@ -47,11 +39,6 @@ def _documents(texts: list[str]) -> list[Document]:
     return [Document(content=text, meta={"n": i}) for i, text in enumerate(texts)]
 
 
-def _expected(reranker: Reranker, texts: list[str], top_n: int | None, **options: object) -> list[tuple[str, float]]:
-    result = reranker.rerank(QUERY, texts, top_n=top_n, options=RerankOptions(**options))  # type: ignore[arg-type]
-    return [(texts[r.index], r.relevance_score) for r in result.results]
-
-
 def _got(answer: dict[str, list[Document]]) -> list[tuple[str, float]]:
     return [(str(d.content), float(d.score or 0.0)) for d in answer["documents"]]
 
@@ -59,8 +46,8 @@ def _got(answer: dict[str, list[Document]]) -> list[tuple[str, float]]:
 def test_run_ranks_as_the_reranker(fake_ranker: CrossrankRanker, fake_reranker: Reranker) -> None:
     documents = _documents(TEXTS)
     answer = fake_ranker.run(QUERY, documents)
-    assert _got(answer) == _expected(fake_reranker, TEXTS, 3)
-    assert _got(fake_ranker.run(QUERY, documents, top_k=1)) == _expected(fake_reranker, TEXTS, 1)
+    assert _got(answer) == expected(fake_reranker, TEXTS, 3)
+    assert _got(fake_ranker.run(QUERY, documents, top_k=1)) == expected(fake_reranker, TEXTS, 1)
     # Copies with their meta; the caller's documents have no score.
     assert [d.meta["n"] for d in answer["documents"]] == [TEXTS.index(text) for text, _ in _got(answer)]
     assert all(d.score is None for d in documents)
@@ -68,7 +55,7 @@ def test_run_ranks_as_the_reranker(fake_ranker: CrossrankRanker, fake_reranker: 
 
 def test_run_async_ranks_as_the_reranker(fake_ranker: CrossrankRanker, fake_reranker: Reranker) -> None:
     answer = asyncio.run(fake_ranker.run_async(QUERY, _documents(TEXTS), top_k=2))
-    assert _got(answer) == _expected(fake_reranker, TEXTS, 2)
+    assert _got(answer) == expected(fake_reranker, TEXTS, 2)
 
 
 def test_long_document_options_pass_through(fake_model_dir: Path, fake_reranker: Reranker) -> None:
@@ -76,8 +63,8 @@ def test_long_document_options_pass_through(fake_model_dir: Path, fake_reranker:
     options = {"max_length": 32, "aggregate": "mean"}
     ranker = CrossrankRanker(model=str(fake_model_dir), model_kwargs={"backend": "fake"}, top_k=None, options=options)
     got = _got(ranker.run(QUERY, _documents(texts)))
-    assert got == _expected(fake_reranker, texts, None, **options)
-    assert dict(got)[LONG] != dict(_expected(fake_reranker, texts, None))[LONG]
+    assert got == expected(fake_reranker, texts, None, **options)
+    assert dict(got)[LONG] != dict(expected(fake_reranker, texts, None))[LONG]
 
 
 def test_serialisation_round_trip(fake_ranker: CrossrankRanker, fake_reranker: Reranker) -> None:
@@ -90,7 +77,7 @@ def test_serialisation_round_trip(fake_ranker: CrossrankRanker, fake_reranker: R
     pipeline.add_component("ranker", restored)
     loaded = Pipeline.loads(pipeline.dumps(), allowed_modules=ALLOWED)
     answer = loaded.run({"ranker": {"query": QUERY, "documents": _documents(TEXTS)}})
-    assert _got(answer["ranker"]) == _expected(fake_reranker, TEXTS, 3)
+    assert _got(answer["ranker"]) == expected(fake_reranker, TEXTS, 3)
 
 
 def test_a_key_given_as_a_token_is_not_saved() -> None:
@@ -125,17 +112,16 @@ def test_real_model_in_process_and_over_http(
     texts = [LONG, *TEXTS]
     local = CrossrankRanker(model=str(english_model_dir), model_kwargs={"device": "cpu", "dtype": "float32"}, top_k=3)
     local.warm_up()
-    assert _got(local.run(QUERY, _documents(texts))) == _expected(english_reranker, texts, 3)
+    assert _got(local.run(QUERY, _documents(texts))) == expected(english_reranker, texts, 3)
     # The default key: CROSSRANK_API_KEY.
     monkeypatch.setenv("CROSSRANK_API_KEY", STRICT_KEYS[0])
     remote = CrossrankRanker(base_url=strict_server.url, top_k=None, options={"aggregate": "topk_mean:2"})
-    want = _expected(english_reranker, texts, None, aggregate="topk_mean:2")
+    want = expected(english_reranker, texts, None, aggregate="topk_mean:2")
     for got in (
         _got(remote.run(QUERY, _documents(texts))),
         _got(asyncio.run(remote.run_async(QUERY, _documents(texts)))),
     ):
-        assert [text for text, _ in got] == [text for text, _ in want]
-        assert [score for _, score in got] == pytest.approx([score for _, score in want], abs=1e-5)
+        assert_ranked_like(got, want, abs=1e-5)
 
 
 @pytest.mark.slow
@@ -153,14 +139,13 @@ def test_the_page_runs_as_written(
     )["retriever"]["documents"]
     texts = [str(d.content) for d in retrieved]
     with Reranker(str(english_model_dir)) as reference:
-        want = _expected(reference, texts, 2)
-        want_remote = _expected(reference, ["hi", "The giant panda is a bear."], 2)
+        want = expected(reference, texts, 2)
+        want_remote = expected(reference, ["hi", "The giant panda is a bear."], 2)
     assert len(texts) == 3
     assert _got(namespace["answer"]["ranker"]) == want  # type: ignore[index]
     exec(blocks[1], namespace)
     got = _got(namespace["ranked"])  # type: ignore[arg-type]
-    assert [text for text, _ in got] == [text for text, _ in want_remote]
-    assert [score for _, score in got] == pytest.approx([score for _, score in want_remote], abs=1e-4)
+    assert_ranked_like(got, want_remote, abs=1e-4)
     exec(blocks[2], namespace)
     again = namespace["restored"].run({"retriever": {"query": QUERY}, "ranker": {"query": QUERY}})  # type: ignore[attr-defined]
     assert _got(again["ranker"]) == want

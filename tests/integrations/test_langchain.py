@@ -8,11 +8,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from framework_cases import LONG, QUERY, TEXTS, assert_ranked_like, expected
 from snippets import python_blocks
 
 from conftest import STRICT_KEYS
 from crossrank import Reranker
-from crossrank.config import RerankOptions
 from crossrank.errors import BackendError, ConfigError
 from server_process import ServerProcess, free_port
 
@@ -22,24 +22,9 @@ from langchain_core.documents import Document
 
 from crossrank.integrations.langchain import CrossrankCrossEncoder, CrossrankRerank
 
-QUERY = "what is a panda?"
-TEXTS = [
-    "hi",
-    "The giant panda is a bear native to China.",
-    "Paris is the capital of France.",
-    "A panda eats bamboo; the giant panda is a bear.",
-]
-# Long enough to be read in several windows at max_length 32.
-LONG = " ".join(["Paris is the capital of France."] * 12 + ["The giant panda is a bear native to China."])
-
 
 def _documents(texts: list[str]) -> list[Document]:
     return [Document(page_content=text, metadata={"n": i}, id=f"doc-{i}") for i, text in enumerate(texts)]
-
-
-def _expected(reranker: Reranker, texts: list[str], top_n: int | None, **options: object) -> list[tuple[str, float]]:
-    result = reranker.rerank(QUERY, texts, top_n=top_n, options=RerankOptions(**options))  # type: ignore[arg-type]
-    return [(texts[r.index], r.relevance_score) for r in result.results]
 
 
 def _got(documents: list[Document]) -> list[tuple[str, float]]:
@@ -49,20 +34,20 @@ def _got(documents: list[Document]) -> list[tuple[str, float]]:
 def test_compressor_ranks_as_the_reranker(fake_reranker: Reranker) -> None:
     documents = _documents(TEXTS)
     best = CrossrankRerank(reranker=fake_reranker, top_n=2).compress_documents(documents, QUERY)
-    assert _got(list(best)) == _expected(fake_reranker, TEXTS, 2)
+    assert _got(list(best)) == expected(fake_reranker, TEXTS, 2)
     # Copies: each keeps its id and metadata, and the caller's documents are left as they were.
     assert [(d.id, d.metadata["n"]) for d in best] == [
         (f"doc-{TEXTS.index(d.page_content)}", TEXTS.index(d.page_content)) for d in best
     ]
     assert all("relevance_score" not in d.metadata for d in documents)
     everything = CrossrankRerank(reranker=fake_reranker, top_n=None).compress_documents(documents, QUERY)
-    assert _got(list(everything)) == _expected(fake_reranker, TEXTS, None)
+    assert _got(list(everything)) == expected(fake_reranker, TEXTS, None)
 
 
 def test_async_compressor_ranks_as_the_reranker(fake_reranker: Reranker) -> None:
     compressor = CrossrankRerank(reranker=fake_reranker, top_n=3)
     best = asyncio.run(compressor.acompress_documents(_documents(TEXTS), QUERY))
-    assert _got(list(best)) == _expected(fake_reranker, TEXTS, 3)
+    assert _got(list(best)) == expected(fake_reranker, TEXTS, 3)
 
 
 def test_long_document_options_pass_through(fake_reranker: Reranker) -> None:
@@ -70,9 +55,9 @@ def test_long_document_options_pass_through(fake_reranker: Reranker) -> None:
     options = {"max_length": 32, "aggregate": "mean"}
     compressor = CrossrankRerank(reranker=fake_reranker, top_n=None, options=options)
     got = _got(list(compressor.compress_documents(_documents(texts), QUERY)))
-    assert got == _expected(fake_reranker, texts, None, **options)
+    assert got == expected(fake_reranker, texts, None, **options)
     # The options changed the long document's score, so the comparison above could fail.
-    assert dict(got)[LONG] != dict(_expected(fake_reranker, texts, None))[LONG]
+    assert dict(got)[LONG] != dict(expected(fake_reranker, texts, None))[LONG]
 
 
 def test_cross_encoder_scores_pairs_as_the_reranker(fake_reranker: Reranker) -> None:
@@ -83,7 +68,7 @@ def test_cross_encoder_scores_pairs_as_the_reranker(fake_reranker: Reranker) -> 
     assert encoder.score(pairs) == pytest.approx(want, abs=1e-12)
     reranker = classic.CrossEncoderReranker(model=encoder, top_n=2)
     best = reranker.compress_documents(_documents(TEXTS), QUERY)
-    assert [d.page_content for d in best] == [text for text, _ in _expected(fake_reranker, TEXTS, 2)]
+    assert [d.page_content for d in best] == [text for text, _ in expected(fake_reranker, TEXTS, 2)]
 
 
 @pytest.mark.parametrize("top_n", [0, -1])
@@ -118,17 +103,16 @@ def test_real_model_in_process_and_over_http(
 ) -> None:
     texts = [LONG, *TEXTS]
     local = CrossrankRerank(model=str(english_model_dir), model_kwargs={"device": "cpu", "dtype": "float32"}, top_n=3)
-    assert _got(list(local.compress_documents(_documents(texts), QUERY))) == _expected(english_reranker, texts, 3)
+    assert _got(list(local.compress_documents(_documents(texts), QUERY))) == expected(english_reranker, texts, 3)
     remote = CrossrankRerank(
         base_url=strict_server.url, api_key=STRICT_KEYS[0], top_n=None, options={"aggregate": "mean"}
     )
-    want = _expected(english_reranker, texts, None, aggregate="mean")
+    want = expected(english_reranker, texts, None, aggregate="mean")
     for got in (
         _got(list(remote.compress_documents(_documents(texts), QUERY))),
         _got(list(asyncio.run(remote.acompress_documents(_documents(texts), QUERY)))),
     ):
-        assert [text for text, _ in got] == [text for text, _ in want]
-        assert [score for _, score in got] == pytest.approx([score for _, score in want], abs=1e-5)
+        assert_ranked_like(got, want, abs=1e-5)
     encoder = CrossrankCrossEncoder(base_url=strict_server.url, api_key=STRICT_KEYS[0])
     pairs = [(QUERY, text) for text in TEXTS]
     assert encoder.score(pairs) == pytest.approx(english_reranker.compute_score(pairs, normalize=True), abs=1e-5)
@@ -141,13 +125,12 @@ def test_the_page_runs_as_written(english_model_dir: Path, strict_server: Server
     texts = ["hi", "The giant panda is a bear native to China.", "Paris is the capital of France."]
     # The page loads the model with Reranker's defaults: so does the reference.
     with Reranker(str(english_model_dir)) as reference:
-        want = _expected(reference, texts, 2)
+        want = expected(reference, texts, 2)
     namespace: dict[str, object] = {"KEY": STRICT_KEYS[0]}
     exec(blocks[0], namespace)
     assert _got(namespace["best"]) == want  # type: ignore[arg-type]
     exec(blocks[1], namespace)
     got = _got(namespace["best"])  # type: ignore[arg-type]
-    assert [text for text, _ in got] == [text for text, _ in want]
-    assert [score for _, score in got] == pytest.approx([score for _, score in want], abs=1e-4)
+    assert_ranked_like(got, want, abs=1e-4)
     exec(blocks[2], namespace)
     assert [d.page_content for d in namespace["best_by_cross_encoder"]] == [text for text, _ in want]  # type: ignore[attr-defined]

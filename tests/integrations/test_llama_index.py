@@ -8,11 +8,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from framework_cases import LONG, QUERY, TEXTS, assert_ranked_like, expected
 from snippets import python_blocks
 
 from conftest import STRICT_KEYS
 from crossrank import Reranker
-from crossrank.config import RerankOptions
 from crossrank.errors import BackendError, ConfigError, InputError
 from server_process import ServerProcess, free_port
 
@@ -22,23 +22,9 @@ from llama_index.core.schema import NodeWithScore, TextNode
 
 from crossrank.integrations.llama_index import CrossrankRerank
 
-QUERY = "what is a panda?"
-TEXTS = [
-    "hi",
-    "The giant panda is a bear native to China.",
-    "Paris is the capital of France.",
-    "A panda eats bamboo; the giant panda is a bear.",
-]
-LONG = " ".join(["Paris is the capital of France."] * 12 + ["The giant panda is a bear native to China."])
-
 
 def _nodes(texts: list[str]) -> list[NodeWithScore]:
     return [NodeWithScore(node=TextNode(text=text, id_=f"node-{i}"), score=0.5) for i, text in enumerate(texts)]
-
-
-def _expected(reranker: Reranker, texts: list[str], top_n: int | None, **options: object) -> list[tuple[str, float]]:
-    result = reranker.rerank(QUERY, texts, top_n=top_n, options=RerankOptions(**options))  # type: ignore[arg-type]
-    return [(texts[r.index], r.relevance_score) for r in result.results]
 
 
 def _got(nodes: list[NodeWithScore]) -> list[tuple[str, float]]:
@@ -48,18 +34,18 @@ def _got(nodes: list[NodeWithScore]) -> list[tuple[str, float]]:
 def test_postprocessor_ranks_as_the_reranker(fake_reranker: Reranker) -> None:
     nodes = _nodes(TEXTS)
     best = CrossrankRerank(reranker=fake_reranker, top_n=2).postprocess_nodes(nodes, query_str=QUERY)
-    assert _got(best) == _expected(fake_reranker, TEXTS, 2)
+    assert _got(best) == expected(fake_reranker, TEXTS, 2)
     # The same nodes, in new NodeWithScore objects: the retriever's list keeps its scores.
     assert [n.node.node_id for n in best] == [f"node-{TEXTS.index(text)}" for text, _ in _got(best)]
     assert all(n.score == 0.5 for n in nodes)
     everything = CrossrankRerank(reranker=fake_reranker, top_n=None).postprocess_nodes(nodes, query_str=QUERY)
-    assert _got(everything) == _expected(fake_reranker, TEXTS, None)
+    assert _got(everything) == expected(fake_reranker, TEXTS, None)
 
 
 def test_async_postprocessor_ranks_as_the_reranker(fake_reranker: Reranker) -> None:
     postprocessor = CrossrankRerank(reranker=fake_reranker, top_n=3)
     best = asyncio.run(postprocessor.apostprocess_nodes(_nodes(TEXTS), query_str=QUERY))
-    assert _got(best) == _expected(fake_reranker, TEXTS, 3)
+    assert _got(best) == expected(fake_reranker, TEXTS, 3)
 
 
 def test_default_keeps_two_as_llama_index_rerankers_do(fake_reranker: Reranker) -> None:
@@ -71,8 +57,8 @@ def test_long_document_options_pass_through(fake_reranker: Reranker) -> None:
     options = {"max_length": 32, "aggregate": "mean"}
     postprocessor = CrossrankRerank(reranker=fake_reranker, top_n=None, options=options)
     got = _got(postprocessor.postprocess_nodes(_nodes(texts), query_str=QUERY))
-    assert got == _expected(fake_reranker, texts, None, **options)
-    assert dict(got)[LONG] != dict(_expected(fake_reranker, texts, None))[LONG]
+    assert got == expected(fake_reranker, texts, None, **options)
+    assert dict(got)[LONG] != dict(expected(fake_reranker, texts, None))[LONG]
 
 
 @pytest.mark.parametrize("top_n", [0, -3])
@@ -102,17 +88,16 @@ def test_real_model_in_process_and_over_http(
 ) -> None:
     texts = [LONG, *TEXTS]
     local = CrossrankRerank(model=str(english_model_dir), model_kwargs={"device": "cpu", "dtype": "float32"}, top_n=3)
-    assert _got(local.postprocess_nodes(_nodes(texts), query_str=QUERY)) == _expected(english_reranker, texts, 3)
+    assert _got(local.postprocess_nodes(_nodes(texts), query_str=QUERY)) == expected(english_reranker, texts, 3)
     remote = CrossrankRerank(
         base_url=strict_server.url, api_key=STRICT_KEYS[0], top_n=None, options={"max_tokens_per_doc": 16}
     )
-    want = _expected(english_reranker, texts, None, max_tokens_per_doc=16)
+    want = expected(english_reranker, texts, None, max_tokens_per_doc=16)
     for got in (
         _got(remote.postprocess_nodes(_nodes(texts), query_str=QUERY)),
         _got(asyncio.run(remote.apostprocess_nodes(_nodes(texts), query_str=QUERY))),
     ):
-        assert [text for text, _ in got] == [text for text, _ in want]
-        assert [score for _, score in got] == pytest.approx([score for _, score in want], abs=1e-5)
+        assert_ranked_like(got, want, abs=1e-5)
 
 
 @pytest.mark.slow
@@ -122,11 +107,10 @@ def test_the_page_runs_as_written(english_model_dir: Path, strict_server: Server
     texts = ["hi", "The giant panda is a bear native to China.", "Paris is the capital of France."]
     # The page loads the model with Reranker's defaults: so does the reference.
     with Reranker(str(english_model_dir)) as reference:
-        want = _expected(reference, texts, 2)
+        want = expected(reference, texts, 2)
     namespace: dict[str, object] = {"KEY": STRICT_KEYS[0]}
     exec(blocks[0], namespace)
     assert _got(namespace["best"]) == want  # type: ignore[arg-type]
     exec(blocks[1], namespace)
     got = _got(namespace["best"])  # type: ignore[arg-type]
-    assert [text for text, _ in got] == [text for text, _ in want]
-    assert [score for _, score in got] == pytest.approx([score for _, score in want], abs=1e-4)
+    assert_ranked_like(got, want, abs=1e-4)
