@@ -20,7 +20,7 @@ from crossrank.fingerprint import Fingerprint
 from crossrank.models.formats import check_tokenizer_json
 from crossrank.models.identity import model_digest
 from crossrank.models.info import ModelInfo
-from crossrank.models.resolve import resolve_model
+from crossrank.models.resolve import resolve_model, snapshot_commit
 
 _log = logging.getLogger(__name__)
 
@@ -131,9 +131,8 @@ def assemble(
 
 
 def _identity(info: ModelInfo, digest: str, backend: str, dtype: str) -> dict[str, Any]:
-    """The model half of a fingerprint; a hub snapshot's folder is named by its commit."""
-    commit = info.path.name if info.path.parent.name == "snapshots" else None
-    return {"model": digest, "commit": commit, "backend": backend, "dtype": dtype}
+    """The model half of a fingerprint."""
+    return {"model": digest, "commit": snapshot_commit(info.path), "backend": backend, "dtype": dtype}
 
 
 def _tokenizer_cache() -> Path | None:

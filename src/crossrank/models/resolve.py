@@ -10,7 +10,7 @@ from crossrank.config import ModelSpec
 from crossrank.errors import ModelNotFoundError
 from crossrank.models.info import ModelInfo, read_model_info
 
-__all__ = ["is_hub_id", "resolve_model"]
+__all__ = ["is_hub_id", "resolve_model", "snapshot_commit"]
 
 _log = logging.getLogger(__name__)
 
@@ -21,6 +21,11 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 def is_hub_id(name: str) -> bool:
     """Whether ``name`` is spelled like a Hugging Face hub id (``BAAI/bge-reranker-v2-m3``) rather than a path."""
     return bool(_HUB_ID.fullmatch(name)) and ".." not in name
+
+
+def snapshot_commit(folder: Path) -> str | None:
+    """The hub commit a Hugging Face cache folder holds (``models--<org>--<name>/snapshots/<commit>``), else None."""
+    return folder.name if folder.parent.name == "snapshots" else None
 
 
 def resolve_model(spec: ModelSpec) -> ModelInfo:

@@ -17,6 +17,7 @@ from tokenizers import Encoding
 from crossrank.config import RerankOptions
 from crossrank.errors import InputError, IntegrityError, LimitExceededError
 from crossrank.models.integrity import read_manifest
+from crossrank.models.resolve import snapshot_commit
 from crossrank.server.body import INLINE_BYTES, json_body
 from crossrank.server.cohere import document_texts, v1_response
 from crossrank.server.errors import RERANK_ERRORS, EmptyTextsError, documented_errors
@@ -189,8 +190,7 @@ def _commit(folder: Path) -> str | None:
         manifest = None
     if manifest is not None and manifest.commit:
         return manifest.commit
-    # The Hugging Face cache keeps a snapshot at models--<org>--<name>/snapshots/<commit>.
-    return folder.name if folder.parent.name == "snapshots" else None
+    return snapshot_commit(folder)
 
 
 @functools.lru_cache(maxsize=4)
