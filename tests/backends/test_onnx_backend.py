@@ -342,7 +342,7 @@ def test_a_tracer_failure_is_a_backend_error_naming_versions_fake_tracer(
     tiny_xlmr_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """transformers 5.5.x fails inside torch's tracer with an IndexError; a fake tracer raises the same here, in the
-    process where the export runs (``onnx_export.run_step``), and the error comes back typed."""
+    process where the export runs (``onnx_export.ExportSteps``), and the error comes back typed."""
     from crossrank.backends import onnx_export
 
     wrapper = tmp_path / "fake_tracer.py"

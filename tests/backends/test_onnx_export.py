@@ -72,6 +72,12 @@ def test_the_available_memory_is_read_on_linux() -> None:
     assert available is not None and 0 < available < int(total.split()[1]) * 1024
 
 
+def _one_step(work: Path, step: str, **args: object) -> object:
+    """``step`` run in a child process of its own, as a large model's export runs each."""
+    with onnx_export.ExportSteps(work, separate=True) as steps:
+        return steps.run(step, **args)
+
+
 def _stand_in(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
     """Run ``code`` in place of every export step."""
     monkeypatch.setattr(onnx_export, "_worker_command", lambda: [sys.executable, "-c", code])
@@ -80,7 +86,7 @@ def _stand_in(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
 def test_a_step_killed_for_memory_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _stand_in(monkeypatch, "import os, signal; print('loading 2.3 GB', flush=True); os.kill(os.getpid(), 9)")
     with pytest.raises(BackendError) as caught:
-        onnx_export.run_step(tmp_path, "export", model_dir="m", target="t", allow_pickle=False, trust_remote_code=False)
+        _one_step(tmp_path, "export", model_dir="m", target="t", allow_pickle=False, trust_remote_code=False)
     text = str(caught.value)
     assert "the ONNX export's export step was killed by signal SIGKILL" in text
     assert "out-of-memory killer" in text
@@ -91,20 +97,20 @@ def test_a_step_killed_for_memory_is_a_clear_error(tmp_path: Path, monkeypatch: 
 def test_a_step_that_exits_without_an_answer_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _stand_in(monkeypatch, "import sys; sys.exit('Segmentation fault in libonnxruntime')")
     with pytest.raises(BackendError, match="quantize step exited with status 1 without an answer") as caught:
-        onnx_export.run_step(tmp_path, "quantize", source="s", target="t", external=False, seven_bit=False)
+        _one_step(tmp_path, "quantize", source="s", target="t", external=False, seven_bit=False)
     assert "Segmentation fault in libonnxruntime" in str(caught.value)
 
 
 @pytest.mark.slow  # the step imports onnx
 def test_a_step_s_os_error_comes_back_as_one(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="No such file"):
-        onnx_export.run_step(tmp_path, "save", source=str(tmp_path / "absent.onnx"), target="t", external=False)
+        _one_step(tmp_path, "save", source=str(tmp_path / "absent.onnx"), target="t", external=False)
 
 
 @pytest.mark.slow  # the step imports torch and transformers
 def test_a_step_s_errors_come_back_typed(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match="could not load the weights") as caught:
-        onnx_export.run_step(
+        _one_step(
             tmp_path,
             "export",
             model_dir=str(tmp_path),

@@ -29,7 +29,7 @@ from crossrank import errors
 from crossrank.backends.placement import count_parameters
 from crossrank.errors import BackendError, CrossrankError, ExportMemoryError
 
-__all__ = ["ExportSteps", "available_memory", "check_export_memory", "export_memory_needed", "export_steps", "run_step"]
+__all__ = ["ExportSteps", "available_memory", "check_export_memory", "export_memory_needed", "export_steps"]
 
 _log = logging.getLogger(__name__)
 
@@ -175,12 +175,6 @@ def export_steps(work: Path, model_dir: Path) -> ExportSteps:
     """The steps' runner for ``model_dir``'s export in ``work``: one process per step where its weights are
     large, one process for all of them where they are small (``_SEPARATE_FROM``)."""
     return ExportSteps(work, separate=4 * count_parameters(model_dir) >= _SEPARATE_FROM)
-
-
-def run_step(work: Path, step: str, **args: Any) -> Any:
-    """Run one step in a child process of its own (``ExportSteps.run``)."""
-    with ExportSteps(work, separate=True) as steps:
-        return steps.run(step, **args)
 
 
 def _worker_command() -> list[str]:
