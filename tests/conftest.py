@@ -170,6 +170,14 @@ def fake_model_dir(
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen3-Reranker-shaped decoder reranker (tests/decoders.py), read-only to tests."""
+    from decoders import build_tiny_qwen3
+
+    return build_tiny_qwen3(tmp_path_factory.mktemp("decoder") / "Qwen3-Reranker-tiny")
+
+
+@pytest.fixture(scope="session")
 def fake_reranker(fake_model_dir: Path) -> Iterator[Reranker]:
     """The shared ``Reranker`` on the fake backend (token-overlap scores, no model): don't reconfigure it."""
     with Reranker(str(fake_model_dir), backend="fake") as reranker:

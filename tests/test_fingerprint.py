@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from crossrank import (
     ChunkingOptions,
+    PromptOptions,
     ConfigError,
     Reranker,
     RerankerOptions,
@@ -41,8 +42,8 @@ def test_every_flat_option_is_declared_once_and_means_the_same_everywhere() -> N
     reranker_fields = set(Settings.model_fields) - _DOOR_FIELDS  # the servers' and workers' own settings
     assert reranker_fields == set(flat_option_names())
     per_call = {f.name for f in dataclasses.fields(RerankOptions)}
-    assert per_call == {f.name for f in dataclasses.fields(TruncationOptions)} | {
-        f.name for f in dataclasses.fields(ChunkingOptions)
+    assert per_call == {
+        f.name for kind in (TruncationOptions, ChunkingOptions, PromptOptions) for f in dataclasses.fields(kind)
     }
 
 

@@ -30,6 +30,7 @@ def test_public_names() -> None:
             "ModelNotFoundError",
             "ModelSpec",
             "OverloadedError",
+            "PromptOptions",
             "QueueOptions",
             "RerankOptions",
             "RerankResult",

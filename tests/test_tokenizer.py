@@ -153,4 +153,4 @@ def test_a_changed_tokenizer_file_or_a_damaged_entry_builds_again(english_model_
     shutil.copy(english_model_dir / "tokenizer.json", folder / "tokenizer.json")
     restored = PairTokenizer.from_pretrained(folder, cache_dir=cache).encode_query("panda bamboo", truncation).ids
     assert restored == original
-    assert json.loads(first.read_text())["format"] == 1
+    assert json.loads(first.read_text())["format"] == 2

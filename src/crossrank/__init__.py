@@ -12,6 +12,7 @@ from crossrank.config import BatchingOptions as BatchingOptions
 from crossrank.config import CacheOptions as CacheOptions
 from crossrank.config import ChunkingOptions as ChunkingOptions
 from crossrank.config import ModelSpec as ModelSpec
+from crossrank.config import PromptOptions as PromptOptions
 from crossrank.config import RerankerOptions as RerankerOptions
 from crossrank.config import RerankOptions as RerankOptions
 from crossrank.config import RuntimeOptions as RuntimeOptions
@@ -60,6 +61,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSpec",
     "OverloadedError",
+    "PromptOptions",
     "QueueOptions",
     "RerankOptions",
     "RerankResult",

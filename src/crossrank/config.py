@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from crossrank.errors import ConfigError
+from crossrank.families import AUTO, check_family_name
 
 __all__ = [
     "DEFAULT_MODEL",
+    "MAX_INSTRUCTION_CHARS",
     "TOKENIZER_INPUTS",
     "Aggregation",
     "BatchingOptions",
@@ -25,6 +27,7 @@ __all__ = [
     "Fallback",
     "LongQuery",
     "ModelSpec",
+    "PromptOptions",
     "Quantize",
     "RerankOptions",
     "RerankerOptions",
@@ -72,6 +75,9 @@ class ModelSpec:
         cache_dir: hub cache folder; ``None`` keeps huggingface_hub's own (``HF_HOME``/``HF_HUB_CACHE``).
         allow_pickle: also load ``pytorch_model.bin`` weights. Pickle can run code: only for sources you trust.
         trust_remote_code: run Python code shipped with the model. Off unless you have read that code.
+        family: how the model is scored (``crossrank.families``): ``auto`` detects it from the model's
+            config.json and name; a family's name (``qwen3-reranker``, ``bge-reranker-gemma``, ...) for a
+            renamed or fine-tuned checkpoint.
     """
 
     name_or_path: str = DEFAULT_MODEL
@@ -79,12 +85,14 @@ class ModelSpec:
     cache_dir: str | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    family: str = AUTO
 
     def __post_init__(self) -> None:
         if not self.name_or_path.strip():
             raise ConfigError(
                 "model name or path is empty", fix="pass a hub id such as BAAI/bge-reranker-v2-m3 or a folder"
             )
+        check_family_name(self.family)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -334,12 +342,37 @@ class ChunkingOptions:
         return size, min(overlap, size // 2)
 
 
+# An instruction is part of every pair's input: more than this many characters is a prompt, not an instruction.
+MAX_INSTRUCTION_CHARS = 2000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PromptOptions:
+    """What a decoder reranker's prompt says besides the query and the document.
+
+    Attributes:
+        instruction: the task, in the words the family's prompt puts it (Qwen3-Reranker's ``<Instruct>``,
+            bge-reranker-v2-gemma's question, mxbai-rerank-v2's ``instruction:`` line); ``None`` uses the
+            family's default. Cross-encoders have no instruction: one given to them is ignored (logged once).
+    """
+
+    instruction: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.instruction is not None and len(self.instruction) > MAX_INSTRUCTION_CHARS:
+            raise ConfigError(
+                f"instruction is {len(self.instruction)} characters; at most {MAX_INSTRUCTION_CHARS} are allowed",
+                fix="shorten the instruction",
+            )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RerankOptions:
     """One call's overrides of a reranker's score-changing options; ``None`` keeps the reranker's value.
 
-    Each field is the ``TruncationOptions`` or ``ChunkingOptions`` field of the same name (a test holds the two
-    in step). A new ``max_length`` brings the query cap that goes with it unless ``query_max_length`` is given.
+    Each field is the ``TruncationOptions``, ``ChunkingOptions`` or ``PromptOptions`` field of the same name (a
+    test holds them in step). A new ``max_length`` brings the query cap that goes with it unless
+    ``query_max_length`` is given.
     """
 
     max_length: int | None = None
@@ -352,6 +385,7 @@ class RerankOptions:
     chunk_tokens: int | None = None
     overlap_tokens: int | None = None
     max_chunks_per_doc: int | None = None
+    instruction: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RerankOptions:
@@ -363,13 +397,13 @@ class RerankOptions:
         return cls(**values)
 
     def apply(
-        self, truncation: TruncationOptions, chunking: ChunkingOptions
-    ) -> tuple[TruncationOptions, ChunkingOptions]:
-        """``truncation`` and ``chunking`` with these overrides (the same objects when there are none)."""
+        self, truncation: TruncationOptions, chunking: ChunkingOptions, prompt: PromptOptions
+    ) -> tuple[TruncationOptions, ChunkingOptions, PromptOptions]:
+        """The three option objects with these overrides (the same objects when there are none)."""
         given = {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
         if "max_length" in given:
             given.setdefault("query_max_length", None)
-        return _replaced(truncation, given), _replaced(chunking, given)
+        return _replaced(truncation, given), _replaced(chunking, given), _replaced(prompt, given)
 
 
 def _replaced(options: Any, values: dict[str, Any]) -> Any:
@@ -390,6 +424,7 @@ class RerankerOptions:
         runtime: device and precision.
         truncation: how long pairs are cut.
         chunking: how long documents are split and scored.
+        prompt: a decoder reranker's instruction.
         max_batch_tokens, max_batch_size: forward-pass sizes; ``None`` takes the backend's for its device.
         cache: the result cache.
     """
@@ -399,6 +434,7 @@ class RerankerOptions:
     runtime: RuntimeOptions = dataclasses.field(default_factory=RuntimeOptions)
     truncation: TruncationOptions = dataclasses.field(default_factory=TruncationOptions)
     chunking: ChunkingOptions = dataclasses.field(default_factory=ChunkingOptions)
+    prompt: PromptOptions = dataclasses.field(default_factory=PromptOptions)
     max_batch_tokens: int | None = None
     max_batch_size: int | None = None
     cache: CacheOptions = dataclasses.field(default_factory=CacheOptions)
@@ -434,6 +470,7 @@ _FLAT_GROUPS: tuple[tuple[str, type, dict[str, str]], ...] = (
     ("runtime", RuntimeOptions, {}),
     ("truncation", TruncationOptions, {}),
     ("chunking", ChunkingOptions, {}),
+    ("prompt", PromptOptions, {}),
     (
         "cache",
         CacheOptions,

@@ -13,14 +13,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from crossrank.config import ChunkingOptions, TruncationOptions
+from crossrank.config import ChunkingOptions, PromptOptions, TruncationOptions
 
 __all__ = ["Fingerprint", "score_options"]
 
 
-def score_options(truncation: TruncationOptions, chunking: ChunkingOptions) -> dict[str, Any]:
-    """The one serialisation of the per-request options that change a score, by their flat names (JSON-ready)."""
-    return {**dataclasses.asdict(truncation), **dataclasses.asdict(chunking)}
+def score_options(truncation: TruncationOptions, chunking: ChunkingOptions, prompt: PromptOptions) -> dict[str, Any]:
+    """The one serialisation of the per-request options that change a score, by their flat names (JSON-ready).
+
+    The instruction appears only when there is one (a decoder family's), so a cross-encoder's fingerprint is the
+    same as before instructions existed."""
+    values = {**dataclasses.asdict(truncation), **dataclasses.asdict(chunking)}
+    return values if prompt.instruction is None else {**values, "instruction": prompt.instruction}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +39,11 @@ class Fingerprint:
     values: dict[str, Any]
 
     @classmethod
-    def of(cls, identity: dict[str, Any], truncation: TruncationOptions, chunking: ChunkingOptions) -> Fingerprint:
+    def of(
+        cls, identity: dict[str, Any], truncation: TruncationOptions, chunking: ChunkingOptions, prompt: PromptOptions
+    ) -> Fingerprint:
         """A loaded model's identity with the options of a request."""
-        return cls({**identity, **score_options(truncation, chunking)})
+        return cls({**identity, **score_options(truncation, chunking, prompt)})
 
     @property
     def digest(self) -> str:

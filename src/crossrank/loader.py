@@ -11,20 +11,29 @@ from typing import Any
 
 from crossrank.backends.base import Backend
 from crossrank.backends.registry import load_backend
-from crossrank.config import CacheOptions, RerankerOptions, TruncationOptions, cache_folder
+from crossrank.config import CacheOptions, PromptOptions, RerankerOptions, TruncationOptions, cache_folder
 from crossrank.engine.cache import CachedScorer, open_cache
 from crossrank.engine.scorer import RequestScorer, Scorer
 from crossrank.engine.tokenizer import PairTokenizer
 from crossrank.errors import ConfigError, UnsupportedModelError
+from crossrank.families import Family
 from crossrank.fingerprint import Fingerprint
 from crossrank.models.formats import check_tokenizer_json
 from crossrank.models.identity import model_digest
-from crossrank.models.info import ModelInfo
+from crossrank.models.info import ModelInfo, read_model_info
 from crossrank.models.resolve import resolve_model, snapshot_commit
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "assemble", "check_max_length", "describe", "load_model", "load_tokenizer"]
+__all__ = [
+    "LoadedModel",
+    "assemble",
+    "check_max_length",
+    "describe",
+    "load_model",
+    "load_tokenizer",
+    "resolve_prompt",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +44,35 @@ class LoadedModel:
         info: what was read from the model folder.
         scorer: tokenizer and backend (behind the result cache when one is configured).
         load_seconds: wall time to resolve and load.
-        identity: what makes two loaded models score alike (the model's digest, hub commit, backend, precision),
-            the model half of the fingerprint.
+        identity: what makes two loaded models score alike (the model's digest, hub commit, backend, precision,
+            and a decoder reranker's family), the model half of the fingerprint.
     """
 
     info: ModelInfo
     scorer: RequestScorer
     load_seconds: float
     identity: dict[str, Any]
+
+    @property
+    def family(self) -> Family:
+        """How the model is scored."""
+        return self.info.family
+
+
+def resolve_prompt(family: Family, prompt: PromptOptions) -> PromptOptions:
+    """The instruction a request runs with: its own, else its family's default; none for a family without one
+    (an instruction given to such a model is dropped, and logged once)."""
+    if not family.takes_instruction:
+        if prompt.instruction is not None and family.name not in _ignored_instructions:
+            _ignored_instructions.add(family.name)
+            _log.info("the %s family takes no instruction: ignoring the one given", family.name)
+        return PromptOptions() if prompt.instruction is not None else prompt
+    if prompt.instruction is None:
+        return PromptOptions(instruction=family.default_instruction)
+    return prompt
+
+
+_ignored_instructions: set[str] = set()
 
 
 def check_max_length(truncation: TruncationOptions, info: ModelInfo) -> None:
@@ -63,8 +93,15 @@ def load_model(options: RerankerOptions, *, backend: Backend | None = None) -> L
     spec = options.model
     info = resolve_model(spec)
     check_max_length(options.truncation, info)
+    if info.family.remote_code and not spec.trust_remote_code:
+        raise UnsupportedModelError(
+            f"{info.path.name} is a {info.family.name} model, whose modelling code ships with the checkpoint "
+            "(config.json auto_map), and crossrank does not run a model's code unless asked",
+            fix="read that code; if you trust it, pass trust_remote_code=True (--trust-remote-code, "
+            "CROSSRANK_TRUST_REMOTE_CODE=1)",
+        )
     digest = model_digest(info.path, allow_pickle=spec.allow_pickle)
-    tokenizer = _tokenizer(info.path, spec.trust_remote_code, digest)
+    tokenizer = _tokenizer(info.path, spec.trust_remote_code, digest, info.family)
     runner = backend or load_backend(
         options.backend,
         info.path,
@@ -72,6 +109,7 @@ def load_model(options: RerankerOptions, *, backend: Backend | None = None) -> L
         allow_pickle=spec.allow_pickle,
         trust_remote_code=spec.trust_remote_code,
         model_digest=digest,
+        head=tokenizer.head(),
     )
     loaded = assemble(info, tokenizer, runner, digest, options.cache, started=started)
     _log.info(
@@ -93,20 +131,26 @@ def describe(options: RerankerOptions) -> Fingerprint:
     identity = _identity(
         info, model_digest(info.path, allow_pickle=options.model.allow_pickle), options.backend, precision
     )
-    return Fingerprint.of(identity, options.truncation, options.chunking)
+    prompt = resolve_prompt(info.family, options.prompt)
+    return Fingerprint.of(identity, options.truncation, options.chunking, prompt)
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(folder: Path, trust_remote_code: bool, digest: str) -> PairTokenizer:
+def _tokenizer(folder: Path, trust_remote_code: bool, digest: str, family: Family) -> PairTokenizer:
     """``load_tokenizer``, kept for the next load of the same files (``digest`` covers them): parsing a large
     vocabulary takes about a second, and a PairTokenizer is read-only once built, so rerankers can share one."""
-    return load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    return load_tokenizer(folder, trust_remote_code=trust_remote_code, family=family)
 
 
-def load_tokenizer(folder: Path, *, trust_remote_code: bool = False) -> PairTokenizer:
-    """The pair tokenizer of a model folder; a corrupt tokenizer file is named, with the download that fixes it."""
+def load_tokenizer(folder: Path, *, trust_remote_code: bool = False, family: Family | None = None) -> PairTokenizer:
+    """The pair tokenizer of a model folder (for ``family``, default: the one its config.json says); a corrupt
+    tokenizer file is named, with the download that fixes it."""
+    if family is None:
+        family = read_model_info(folder, allow_pickle=True).family
     try:
-        return PairTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, cache_dir=_tokenizer_cache())
+        return PairTokenizer.from_pretrained(
+            folder, trust_remote_code=trust_remote_code, cache_dir=_tokenizer_cache(), family=family
+        )
     except UnsupportedModelError:
         check_tokenizer_json(folder)
         raise
@@ -131,8 +175,9 @@ def assemble(
 
 
 def _identity(info: ModelInfo, digest: str, backend: str, dtype: str) -> dict[str, Any]:
-    """The model half of a fingerprint."""
-    return {"model": digest, "commit": snapshot_commit(info.path), "backend": backend, "dtype": dtype}
+    """The model half of a fingerprint (a cross-encoder's as before families existed)."""
+    identity = {"model": digest, "commit": snapshot_commit(info.path), "backend": backend, "dtype": dtype}
+    return {**identity, "family": info.family.name} if info.family.decoder else identity
 
 
 def _tokenizer_cache() -> Path | None:

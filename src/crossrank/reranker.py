@@ -24,6 +24,7 @@ from crossrank.config import (
     Fallback,
     LongQuery,
     ModelSpec,
+    PromptOptions,
     Quantize,
     RerankerOptions,
     RerankOptions,
@@ -33,8 +34,9 @@ from crossrank.config import (
 from crossrank.engine.ranking import rank
 from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest, sigmoid
 from crossrank.errors import InputError, TruncationWarning
+from crossrank.families import Family
 from crossrank.fingerprint import Fingerprint
-from crossrank.loader import LoadedModel, check_max_length, load_model
+from crossrank.loader import LoadedModel, check_max_length, load_model, resolve_prompt
 from crossrank.models.info import ModelInfo
 from crossrank.types import RerankResult
 
@@ -80,6 +82,7 @@ def _options(
     chunking: ChunkingOptions | None,
     batching: BatchingOptions | None,
     cache: CacheOptions | None,
+    prompt: PromptOptions | None = None,
 ) -> RerankerOptions:
     return RerankerOptions(
         model=model if isinstance(model, ModelSpec) else ModelSpec(name_or_path=str(model)),
@@ -87,6 +90,7 @@ def _options(
         runtime=runtime or RuntimeOptions(),
         truncation=truncation or TruncationOptions(),
         chunking=chunking or ChunkingOptions(),
+        prompt=prompt or PromptOptions(),
         max_batch_tokens=batching.max_batch_tokens if batching else None,
         max_batch_size=batching.max_batch_size if batching else None,
         cache=cache or CacheOptions(),
@@ -139,6 +143,10 @@ class Reranker:
         truncation_direction: ``right`` cuts the end of a text, ``left`` its start.
         truncate: ``False`` raises ``InputTooLongError`` instead of dropping any query or document token.
         long_query: ``truncate`` (cut a query over its cap, with a ``TruncationWarning``) or ``reject``.
+        family: how the model is scored: ``auto`` (detected from its config.json and name), ``cross-encoder``,
+            or a decoder reranker's family (``qwen3-reranker``, ``bge-reranker-gemma``,
+            ``bge-reranker-minicpm-layerwise``, ``mxbai-rerank-v2``) for a renamed or fine-tuned checkpoint.
+        instruction: a decoder reranker's task instruction (default: its family's); ignored by cross-encoders.
     """
 
     def __init__(
@@ -173,6 +181,8 @@ class Reranker:
         truncation_direction: Direction = "right",
         truncate: bool = True,
         long_query: LongQuery = "truncate",
+        family: str = "auto",
+        instruction: str | None = None,
     ) -> None:
         # Every argument is a flat option name (config.flat_option_names): one object holds them all.
         options = RerankerOptions.from_flat(**{k: v for k, v in locals().items() if k != "self"})
@@ -189,6 +199,7 @@ class Reranker:
         chunking: ChunkingOptions | None = None,
         batching: BatchingOptions | None = None,
         cache: CacheOptions | None = None,
+        prompt: PromptOptions | None = None,
     ) -> Reranker:
         """Load ``model`` with typed options (each ``None``: its defaults); ``Reranker(model, **flat)`` is the same.
 
@@ -196,7 +207,7 @@ class Reranker:
             >>> Reranker.from_pretrained("BAAI/bge-reranker-v2-m3", runtime=RuntimeOptions(device="cpu"),
             ...                          chunking=ChunkingOptions(aggregate="topk_mean:2"))
         """
-        return cls.from_options(_options(model, backend, runtime, truncation, chunking, batching, cache))
+        return cls.from_options(_options(model, backend, runtime, truncation, chunking, batching, cache, prompt))
 
     @classmethod
     def from_options(cls, options: RerankerOptions) -> Reranker:
@@ -232,6 +243,7 @@ class Reranker:
         self.revision = options.model.revision
         self.truncation = options.truncation
         self.chunking = options.chunking
+        self.prompt = options.prompt
         self._loaded = loaded
         suggested = loaded.scorer.backend.batching
         self.batching = BatchingOptions(
@@ -278,15 +290,20 @@ class Reranker:
         """What this reranker's scores depend on besides the texts (with a call's ``options``): the model's files,
         backend, precision and every score-changing option. Equal fingerprints give equal scores; the result
         cache, ``crossrank batch`` resume and ``/info`` use it."""
-        truncation, chunking = (options or RerankOptions()).apply(self.truncation, self.chunking)
-        return Fingerprint.of(self._loaded.identity, truncation, chunking)
+        return Fingerprint.of(self._loaded.identity, *self._resolve(options or RerankOptions()))
 
-    def _resolve(self, options: RerankOptions) -> tuple[TruncationOptions, ChunkingOptions]:
-        """This reranker's truncation and chunking with a call's overrides, checked against the model."""
-        truncation, chunking = options.apply(self.truncation, self.chunking)
+    @property
+    def family(self) -> Family:
+        """How this model is scored (``crossrank.families``)."""
+        return self._loaded.family
+
+    def _resolve(self, options: RerankOptions) -> tuple[TruncationOptions, ChunkingOptions, PromptOptions]:
+        """This reranker's options with a call's overrides, checked against the model; the instruction is the
+        family's (its default when none is given, none for a family without one)."""
+        truncation, chunking, prompt = options.apply(self.truncation, self.chunking, self.prompt)
         if truncation is not self.truncation:
             check_max_length(truncation, self._loaded.info)
-        return truncation, chunking
+        return truncation, chunking, resolve_prompt(self._loaded.family, prompt)
 
     def _warn_if_cut(self, request: ScoreRequest, scored: ScoredRequest, stacklevel: int = 3) -> None:
         if scored.usage.unreadable_texts:
@@ -309,7 +326,9 @@ class Reranker:
         self, pairs: object, max_length: int | None, query_max_length: int | None, batch_size: int | None
     ) -> npt.NDArray[np.float32]:
         checked = _check_pairs(pairs)
-        truncation, chunking = self._resolve(RerankOptions(max_length=max_length, query_max_length=query_max_length))
+        truncation, chunking, prompt = self._resolve(
+            RerankOptions(max_length=max_length, query_max_length=query_max_length)
+        )
         batching = self.batching
         if batch_size is not None:
             batching = dataclasses.replace(batching, max_batch_size=batch_size)
@@ -319,7 +338,11 @@ class Reranker:
             positions.setdefault(query, []).append(i)
         requests = [
             ScoreRequest(
-                query=query, documents=[checked[i][1] for i in where], truncation=truncation, chunking=chunking
+                query=query,
+                documents=[checked[i][1] for i in where],
+                truncation=truncation,
+                chunking=chunking,
+                prompt=prompt,
             )
             for query, where in positions.items()
         ]
@@ -405,6 +428,7 @@ class Reranker:
         chunk_tokens: int | None = None,
         overlap_tokens: int | None = None,
         max_chunks_per_doc: int | None = None,
+        instruction: str | None = None,
     ) -> RerankResult:
         """Order ``documents`` by relevance to ``query`` (highest first; ties keep the caller's order).
 
@@ -414,8 +438,8 @@ class Reranker:
 
         The keywords after ``options`` (``max_length``, ``query_max_length``, ``truncation_direction``,
         ``max_tokens_per_doc``, ``truncate``, ``long_query``, ``aggregate``, ``chunk_tokens``, ``overlap_tokens``,
-        ``max_chunks_per_doc``) are the same as fields of ``options`` (they win over it); ``None`` keeps the
-        reranker's.
+        ``max_chunks_per_doc``, ``instruction``) are the same as fields of ``options`` (they win over it); ``None``
+        keeps the reranker's.
 
         Args:
             query: the question or search text.
@@ -453,8 +477,10 @@ class Reranker:
             raise InputError(f"top_n must be a positive integer, got {top_n!r}")
         if min_score is not None and (isinstance(min_score, bool) or not 0 <= min_score <= 1):
             raise InputError(f"min_score must be a number between 0 and 1, got {min_score!r}")
-        truncation, chunking = self._resolve(options or RerankOptions())
-        return ScoreRequest(query=query, documents=texts, truncation=truncation, chunking=chunking, use_cache=use_cache)
+        truncation, chunking, prompt = self._resolve(options or RerankOptions())
+        return ScoreRequest(
+            query=query, documents=texts, truncation=truncation, chunking=chunking, prompt=prompt, use_cache=use_cache
+        )
 
     def finish(
         self,

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     truncation_direction: Direction = Field(default="right", description="right cuts a text's end, left its start.")
     truncate: bool = Field(default=True, description="Cut over-long texts (--no-truncate refuses them instead).")
     long_query: LongQuery = Field(default="truncate", description="truncate or reject a query over its cap.")
+    family: str = Field(
+        default="auto",
+        description="How the model is scored: auto (detected from config.json and name), cross-encoder, "
+        "qwen3-reranker, bge-reranker-gemma, bge-reranker-minicpm-layerwise or mxbai-rerank-v2.",
+    )
+    instruction: str | None = Field(
+        default=None, description="A decoder (LLM) reranker's task instruction [its family's default]."
+    )
 
     # `crossrank serve`
     host: str = "127.0.0.1"

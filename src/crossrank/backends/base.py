@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from crossrank.config import BatchingOptions
 
-__all__ = ["Backend", "EncodedBatch", "WrappedBackend"]
+__all__ = ["Backend", "EncodedBatch", "TokenHead", "WrappedBackend"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,11 +21,14 @@ class EncodedBatch:
         input_ids: int64 ``[batch, length]``, right-padded.
         attention_mask: int64 ``[batch, length]``, 1 on real tokens.
         token_type_ids: int64 ``[batch, length]`` for models that read segment ids (BERT), else ``None``.
+        shared_prefix: int64 ``[batch]``, for a decoder reranker: how many leading ids each row shares with
+            every other row of its query (prompt, instruction, query), which a backend may compute once.
     """
 
     input_ids: npt.NDArray[np.int64]
     attention_mask: npt.NDArray[np.int64]
     token_type_ids: npt.NDArray[np.int64] | None = None
+    shared_prefix: npt.NDArray[np.int64] | None = None
 
     @property
     def size(self) -> int:
@@ -35,6 +38,17 @@ class EncodedBatch:
     def computed_tokens(self, pairs_alone: bool) -> int:
         """Tokens a forward pass computes: every padded position, or only the real ones where each pair runs alone."""
         return int(self.attention_mask.sum()) if pairs_alone else int(self.input_ids.size)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenHead:
+    """Where a decoder reranker's logit is read, at the last real position of each row (``crossrank.families``'
+    ``ScoreHead`` with the tokenizer's ids): token ``positive``'s logit, minus token ``negative``'s where given;
+    with ``layer``, a layer-wise model's own head at that cutoff layer."""
+
+    positive: int
+    negative: int | None = None
+    layer: int | None = None
 
 
 @runtime_checkable

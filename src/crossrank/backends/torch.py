@@ -100,6 +100,7 @@ def _rows(batch: EncodedBatch, start: int, stop: int) -> EncodedBatch:
         input_ids=batch.input_ids[start:stop, :length],
         attention_mask=batch.attention_mask[start:stop, :length],
         token_type_ids=None if batch.token_type_ids is None else batch.token_type_ids[start:stop, :length],
+        shared_prefix=None if batch.shared_prefix is None else batch.shared_prefix[start:stop],
     )
 
 

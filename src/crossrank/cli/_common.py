@@ -40,7 +40,17 @@ __all__ = [
 ]
 
 # The reranker's flags, by group; each is the Settings field (and Reranker keyword) of that name.
-MODEL_FLAGS = ("model", "revision", "backend", "device", "dtype", "quantize", "num_threads")
+MODEL_FLAGS = (
+    "model",
+    "revision",
+    "backend",
+    "device",
+    "dtype",
+    "quantize",
+    "num_threads",
+    "family",
+    "trust_remote_code",
+)
 SCORING_FLAGS = (
     "max_length",
     "query_max_length",
@@ -52,6 +62,7 @@ SCORING_FLAGS = (
     "chunk_tokens",
     "overlap_tokens",
     "max_chunks_per_doc",
+    "instruction",
 )
 BATCH_FLAGS = ("max_batch_tokens", "max_batch_size")
 CACHE_FLAGS = ("cache_size", "cache_url", "cache_ttl")

@@ -70,7 +70,7 @@ def cache_key(identity: dict[str, Any], request: ScoreRequest, document: str) ->
 
 
 def _request_digest(identity: dict[str, Any], request: ScoreRequest) -> str:
-    return Fingerprint.of(identity, request.truncation, request.chunking).digest
+    return Fingerprint.of(identity, request.truncation, request.chunking, request.prompt).digest
 
 
 def _key(digest: str, query: str, document: str) -> str:

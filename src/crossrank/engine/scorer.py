@@ -20,14 +20,13 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from tokenizers import Encoding
 
 from crossrank.backends.base import Backend
-from crossrank.config import BatchingOptions, ChunkingOptions, TruncationOptions
+from crossrank.config import BatchingOptions, ChunkingOptions, PromptOptions, TruncationOptions
 from crossrank.engine.aggregation import aggregate, best_window
 from crossrank.engine.chunking import WindowPlan, plan_windows, window_span
 from crossrank.engine.planner import plan_batches
-from crossrank.engine.tokenizer import EncodedPair, EncodedQuery, PairTokenizer
+from crossrank.engine.tokenizer import EncodedPair, EncodedQuery, PairTokenizer, TokenizedText
 from crossrank.errors import InputTooLongError
 from crossrank.types import Usage
 
@@ -54,7 +53,8 @@ def sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
 class ScoreRequest:
     """One query and its documents, cut by its own truncation options and split by its own chunking.
 
-    ``use_cache=False`` makes a ``CachedScorer`` score it afresh (and not store it).
+    ``use_cache=False`` makes a ``CachedScorer`` score it afresh (and not store it). ``prompt`` holds a decoder
+    reranker's instruction (the façade puts the family's default there).
     """
 
     query: str
@@ -62,6 +62,7 @@ class ScoreRequest:
     truncation: TruncationOptions
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     use_cache: bool = True
+    prompt: PromptOptions = field(default_factory=PromptOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,7 @@ class _Request:
 
 def _start(tokenizer: PairTokenizer, request: ScoreRequest) -> _Request:
     truncation = request.truncation
-    query = tokenizer.encode_query(request.query, truncation)
+    query = tokenizer.encode_query(request.query, truncation, request.prompt.instruction)
     if query.truncated and (truncation.long_query == "reject" or not truncation.truncate):
         raise InputTooLongError(
             "query",
@@ -169,7 +170,7 @@ def _start(tokenizer: PairTokenizer, request: ScoreRequest) -> _Request:
 
 def _encoded(
     tokenizer: PairTokenizer, requests: Sequence[ScoreRequest], group_chars: int
-) -> Iterator[tuple[int, int, Encoding]]:
+) -> Iterator[tuple[int, int, TokenizedText]]:
     """(request, document, encoding) in order, tokenised a bounded group at a time."""
     group: list[tuple[int, int]] = []
     chars = 0
@@ -185,7 +186,7 @@ def _encoded(
 
 def _encode_group(
     tokenizer: PairTokenizer, requests: Sequence[ScoreRequest], group: list[tuple[int, int]]
-) -> Iterator[tuple[int, int, Encoding]]:
+) -> Iterator[tuple[int, int, TokenizedText]]:
     if not group:
         return
     encodings = tokenizer.encode_documents([requests[r].documents[d] for r, d in group])
@@ -224,7 +225,7 @@ def plan_work(tokenizer: PairTokenizer, request: ScoreRequest, *, stop_above: in
         InputTooLongError: as ``Scorer.score`` would, for a request that refuses cuts.
     """
     state = _start(tokenizer, request)
-    per_pair = tokenizer.special_tokens + len(state.query.ids)
+    per_pair = state.query.overhead
     windows = tokens = 0
     for _, d, encoding in _encoded(tokenizer, [request], _PLAN_GROUP_CHARS):
         plan = state.plan(len(encoding.ids), d)
@@ -287,7 +288,7 @@ class Scorer:
             state.tally.add_document(plan)
             state.tally.unreadable_texts += self.tokenizer.unreadable(ids)
             for c, (s, e) in enumerate(plan.windows):
-                pair = self.tokenizer.build_pair(state.query, ids[s:e], state.request.truncation)
+                pair = self.tokenizer.build_pair(state.query, ids[s:e], state.request.truncation, continued=s > 0)
                 pending.append((r, d, c, pair))
                 pending_tokens += len(pair.ids)
                 if len(pending) >= _WINDOW or pending_tokens >= _WINDOW_TOKENS:
@@ -307,7 +308,7 @@ class Scorer:
         for r, d, encoding in self._encoded([state.request for state in strict]):
             strict[r].plan(len(encoding.ids), d)
 
-    def _encoded(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, int, Encoding]]:
+    def _encoded(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, int, TokenizedText]]:
         return _encoded(self.tokenizer, requests, _GROUP_CHARS)
 
     def _flush(

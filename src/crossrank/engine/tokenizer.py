@@ -1,10 +1,11 @@
 """PairTokenizer: (query, document) text to token ids exactly as the model's own tokenizer does it.
 
-The Rust tokenizer from ``tokenizer.json`` does the work; the pair layout (``<s> q </s></s> d </s>``
-for XLM-R, ``[CLS] q [SEP] d [SEP]`` for BERT) is read once from the tokenizer's own post-processor,
-so any model's template is honoured without a table of model types. The query is encoded once per
-call and cut to its cap; each document is cut to the room left. The Rust tokenizer is only read,
-never reconfigured, so one instance is safe to share between threads ("Already borrowed" comes from
+The Rust tokenizer from ``tokenizer.json`` does the work. A cross-encoder's pair layout (``<s> q </s></s> d </s>``
+for XLM-R, ``[CLS] q [SEP] d [SEP]`` for BERT) is read once from the tokenizer's own post-processor, so any
+model's template is honoured without a table of model types; a decoder reranker's layout is its family's prompt
+(``crossrank.families``), whose pieces are tokenised on their own as upstream does. The query is encoded once
+per call and cut to its cap; each document is cut to the room left, never the template. The Rust tokenizer is
+only read, never reconfigured, so one instance is safe to share between threads ("Already borrowed" comes from
 changing truncation/padding settings per call, which this class never does).
 """
 
@@ -18,17 +19,19 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from crossrank.backends.base import EncodedBatch
+from crossrank.backends.base import EncodedBatch, TokenHead
 from crossrank.config import TOKENIZER_INPUTS, TruncationOptions
-from crossrank.errors import UnsupportedModelError
+from crossrank.errors import InputTooLongError, UnsupportedModelError
+from crossrank.families import CROSS_ENCODER, Family
 
-__all__ = ["UNREADABLE_SHARE", "EncodedPair", "EncodedQuery", "PairTokenizer", "replace_surrogates"]
+__all__ = ["UNREADABLE_SHARE", "EncodedPair", "EncodedQuery", "PairTokenizer", "TokenizedText", "replace_surrogates"]
 
 _log = logging.getLogger(__name__)
 
@@ -36,7 +39,9 @@ _log = logging.getLogger(__name__)
 # (e.g. Chinese for an English-only model): its score is noise, so it is counted and warned about.
 UNREADABLE_SHARE = 0.3
 
-_SAVED_FORMAT = 1
+_SAVED_FORMAT = 2
+# Prompts kept per instruction (a server sees few distinct instructions; each costs a few hundred ids).
+_PROMPTS_KEPT = 64
 
 # A surrogate code point in a Python str is always unpaired (JSON "\\ud83d" decodes to one) and the
 # Rust tokenizer rejects it; U+FFFD keeps one code point per code point, so character offsets hold.
@@ -48,41 +53,88 @@ def replace_surrogates(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedQuery:
-    """A query's tokens (no special tokens), already cut to its cap; ``tokens`` is its uncut length."""
-
-    ids: list[int]
-    tokens: int
+class TokenizedText(Protocol):
+    """A document's ids and each id's character ``[start, end)`` in the document (a ``tokenizers.Encoding``)."""
 
     @property
-    def truncated(self) -> bool:
-        """Whether the cap cut the query."""
-        return self.tokens > len(self.ids)
+    def ids(self) -> list[int]: ...
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]: ...
 
 
 @dataclass(frozen=True, slots=True)
-class EncodedPair:
-    """One model input: ids and segment ids with special tokens, and what the cut removed."""
+class _Labelled:
+    """A document tokenised after its prompt label (``"B: "``), with offsets into the document itself."""
 
-    ids: list[int]
-    type_ids: list[int]
-    truncated_tokens: int
+    encoding: Encoding
+    shift: int
+
+    @property
+    def ids(self) -> list[int]:
+        ids: list[int] = self.encoding.ids
+        return ids
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        return [(max(a - self.shift, 0), max(b - self.shift, 0)) for a, b in self.encoding.offsets]
 
 
 @dataclass(frozen=True, slots=True)
 class _Template:
-    """The special tokens around and between the two texts, with their segment ids."""
+    """The fixed tokens around and between the two texts, with their segment ids.
+
+    ``label`` is put again before a window that does not start the document (a decoder prompt's ``"B: "``).
+    """
 
     prefix: tuple[list[int], list[int]]
     middle: tuple[list[int], list[int]]
     suffix: tuple[list[int], list[int]]
     query_type: int
     document_type: int
+    label: list[int] = field(default_factory=list)
 
     @property
     def special_tokens(self) -> int:
         return len(self.prefix[0]) + len(self.middle[0]) + len(self.suffix[0])
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedQuery:
+    """A query's ids as they enter every pair, already cut to its cap, with the template of its request.
+
+    Attributes:
+        ids: the query's tokens (a decoder prompt's query piece: with its labels and instruction).
+        tokens: the query's own tokens, uncut.
+        kept: the query's own tokens kept.
+        template: the fixed tokens around it (for a decoder, its instruction's prompt).
+    """
+
+    ids: list[int]
+    tokens: int
+    kept: int
+    template: _Template
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the cap cut the query."""
+        return self.tokens > self.kept
+
+    @property
+    def overhead(self) -> int:
+        """Tokens every pair of this query holds besides its document."""
+        return len(self.ids) + self.template.special_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPair:
+    """One model input: ids and segment ids with special tokens, what the cut removed, and how many leading ids
+    every pair of its query shares."""
+
+    ids: list[int]
+    type_ids: list[int]
+    truncated_tokens: int
+    shared: int = 0
 
 
 def _read_template(tokenizer: Tokenizer) -> _Template:
@@ -118,20 +170,35 @@ class PairTokenizer:
     """Encodes (query, document) pairs with FlagEmbedding's truncation policy (see ``TruncationOptions``)."""
 
     def __init__(
-        self, tokenizer: Tokenizer, *, pad_token_id: int, unk_token_id: int | None, with_token_types: bool
+        self,
+        tokenizer: Tokenizer,
+        *,
+        pad_token_id: int,
+        unk_token_id: int | None,
+        with_token_types: bool,
+        bos_token_id: int | None = None,
+        family: Family = CROSS_ENCODER,
     ) -> None:
         # Settings left on the Rust tokenizer would apply to every encode; the cut is done here.
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer
-        self._template = _read_template(tokenizer)
+        self.family = family
+        self._template = None if family.decoder else _read_template(tokenizer)
+        self._prompts: dict[str | None, _Template] = {}
         self._pad_token_id = pad_token_id
         self._unk_token_id = unk_token_id
-        self._with_token_types = with_token_types
+        self._bos_token_id = bos_token_id
+        self._with_token_types = with_token_types and not family.decoder
 
     @classmethod
     def from_pretrained(
-        cls, path: Path, *, trust_remote_code: bool = False, cache_dir: Path | None = None
+        cls,
+        path: Path,
+        *,
+        trust_remote_code: bool = False,
+        cache_dir: Path | None = None,
+        family: Family = CROSS_ENCODER,
     ) -> PairTokenizer:
         """Load the fast tokenizer of a model folder, as transformers builds it.
 
@@ -143,16 +210,16 @@ class PairTokenizer:
         saved = None if cache_dir is None or trust_remote_code else cache_dir / f"{_saved_key(path)}.json"
         if saved is not None and saved.is_file():
             try:
-                return cls._load_saved(saved)
+                return cls._load_saved(saved, family)
             except Exception as exc:  # a damaged cache entry (tokenizers' errors share no base class)
                 _log.warning("ignoring the saved tokenizer %s (%s); building it again", saved, exc)
-        tokenizer = cls._build(path, trust_remote_code=trust_remote_code)
+        tokenizer = cls._build(path, trust_remote_code=trust_remote_code, family=family)
         if saved is not None:
             tokenizer._save(saved)
         return tokenizer
 
     @classmethod
-    def _load_saved(cls, saved: Path) -> PairTokenizer:
+    def _load_saved(cls, saved: Path, family: Family) -> PairTokenizer:
         payload = json.loads(saved.read_text(encoding="utf-8"))
         if payload["format"] != _SAVED_FORMAT:
             raise ValueError(f"format {payload['format']}")
@@ -161,6 +228,8 @@ class PairTokenizer:
             pad_token_id=int(payload["pad_token_id"]),
             unk_token_id=payload["unk_token_id"],
             with_token_types=bool(payload["with_token_types"]),
+            bos_token_id=payload["bos_token_id"],
+            family=family,
         )
 
     def _save(self, saved: Path) -> None:
@@ -170,6 +239,7 @@ class PairTokenizer:
             "tokenizer": self._tokenizer.to_str(),
             "pad_token_id": self._pad_token_id,
             "unk_token_id": self._unk_token_id,
+            "bos_token_id": self._bos_token_id,
             "with_token_types": self._with_token_types,
         }
         try:
@@ -186,7 +256,7 @@ class PairTokenizer:
             _log.info("could not save the tokenizer to %s: %s", saved, exc)
 
     @classmethod
-    def _build(cls, path: Path, *, trust_remote_code: bool) -> PairTokenizer:
+    def _build(cls, path: Path, *, trust_remote_code: bool, family: Family) -> PairTokenizer:
         from transformers import AutoTokenizer
 
         try:
@@ -202,18 +272,66 @@ class PairTokenizer:
                 f"the tokenizer in {path} has no fast (Rust) implementation",
                 fix="use a model folder with tokenizer.json",
             )
-        pad, unk = hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id
+        pad, unk, bos = hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id, hf_tokenizer.bos_token_id
         return cls(
             backend,
             pad_token_id=0 if pad is None else int(pad),
             unk_token_id=None if unk is None else int(unk),
             with_token_types="token_type_ids" in hf_tokenizer.model_input_names,
+            bos_token_id=None if bos is None else int(bos),
+            family=family,
         )
 
-    @property
-    def special_tokens(self) -> int:
-        """Special tokens added to every pair."""
-        return self._template.special_tokens
+    def _ids(self, text: str) -> list[int]:
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids
+        return ids
+
+    def head(self) -> TokenHead | None:
+        """The family's score head with this tokenizer's ids (each token's first id, as upstream reads it);
+        ``None`` for a cross-encoder."""
+        head = self.family.head
+        if head is None:
+            return None
+        positive = self._ids(head.positive)
+        negative = None if head.negative is None else self._ids(head.negative)
+        if not positive or negative == []:
+            raise UnsupportedModelError(
+                f"the {self.family.name} score tokens ({head.positive!r}, {head.negative!r}) are not in this "
+                "tokenizer's vocabulary",
+                fix="use the tokenizer that ships with the model",
+            )
+        return TokenHead(positive[0], None if negative is None else negative[0], head.layer)
+
+    def template(self, instruction: str | None) -> _Template:
+        """The fixed tokens of a pair: the tokenizer's pair template, or the family's prompt for ``instruction``."""
+        if self._template is not None:
+            return self._template
+        template = self._prompts.get(instruction)
+        if template is None:
+            prompt = self.family.prompt(instruction)
+            if prompt.bos and self._bos_token_id is None:
+                raise UnsupportedModelError(
+                    f"the {self.family.name} prompt starts with the beginning-of-sequence token, but this "
+                    "tokenizer has none",
+                    fix="use the tokenizer that ships with the model (tokenizer_config.json names bos_token)",
+                )
+            prefix = [self._bos_token_id] if prompt.bos and self._bos_token_id is not None else []
+            prefix += [i for piece in prompt.prefix for i in self._ids(piece)]
+            middle = [i for piece in prompt.middle for i in self._ids(piece)]
+            suffix = [i for piece in prompt.suffix for i in self._ids(piece)]
+            zeros = [0] * max(len(prefix), len(middle), len(suffix))
+            template = _Template(
+                prefix=(prefix, zeros[: len(prefix)]),
+                middle=(middle, zeros[: len(middle)]),
+                suffix=(suffix, zeros[: len(suffix)]),
+                query_type=0,
+                document_type=0,
+                label=self._ids(prompt.document) if prompt.document.strip() else [],
+            )
+            if len(self._prompts) >= _PROMPTS_KEPT:
+                self._prompts.pop(next(iter(self._prompts)))
+            self._prompts[instruction] = template
+        return template
 
     def unknown_fraction(self, text: str) -> float:
         """Share of ``text``'s tokens that the vocabulary cannot represent (0 for empty text)."""
@@ -229,30 +347,55 @@ class PairTokenizer:
         """Whether a text of these ids is mostly beyond the vocabulary (``UNREADABLE_SHARE``): not judged, guessed."""
         return self.unknown_share(ids) >= UNREADABLE_SHARE
 
-    def query_cap(self, truncation: TruncationOptions) -> int:
+    def query_cap(self, truncation: TruncationOptions, instruction: str | None = None) -> int:
         """The query's token cap (never so long that no document token fits)."""
-        return min(truncation.query_cap, truncation.max_length - self.special_tokens - 1)
+        template = self.template(instruction)
+        labels = len(self._ids(self.family.prompt(instruction).query_text(""))) if self.family.decoder else 0
+        room = truncation.max_length - template.special_tokens - labels - 1
+        if room < 1:
+            raise InputTooLongError(
+                "instruction",
+                truncation.max_length - room,
+                truncation.max_length - 2,
+                reason=f"for the {self.family.name} prompt and its instruction in max_length {truncation.max_length}",
+                fix="shorten the instruction or raise max_length",
+            )
+        return min(truncation.query_cap, room)
 
-    def encode_query(self, query: str, truncation: TruncationOptions) -> EncodedQuery:
-        """Tokens of the query, cut to its cap at the end ``truncation.truncation_direction`` names."""
-        cap = self.query_cap(truncation)
-        ids = self._tokenizer.encode(replace_surrogates(query), add_special_tokens=False).ids
-        kept = (
-            ids
-            if len(ids) <= cap
-            else ids[:cap]
-            if truncation.truncation_direction == "right"
-            else ids[len(ids) - cap :]
-        )
-        return EncodedQuery(ids=kept, tokens=len(ids))
+    def encode_query(self, query: str, truncation: TruncationOptions, instruction: str | None = None) -> EncodedQuery:
+        """Tokens of the query, cut to its cap at the end ``truncation.truncation_direction`` names (with a
+        decoder family's prompt for ``instruction``: ``None`` is the family's default)."""
+        cap = self.query_cap(truncation, instruction)
+        query = replace_surrogates(query)
+        encoding = self._tokenizer.encode(query, add_special_tokens=False)
+        ids = encoding.ids
+        right = truncation.truncation_direction == "right"
+        kept = ids if len(ids) <= cap else ids[:cap] if right else ids[len(ids) - cap :]
+        template = self.template(instruction)
+        if self.family.decoder:
+            # The query is tokenised inside its piece of the prompt, as upstream does; a cut is made on the text,
+            # at its kept tokens' characters.
+            if len(kept) < len(ids):
+                offsets = encoding.offsets
+                query = query[: offsets[cap - 1][1]] if right else query[offsets[len(ids) - cap][0] :]
+            kept = self._ids(self.family.prompt(instruction).query_text(query))
+            return EncodedQuery(ids=kept, tokens=len(ids), kept=min(len(ids), cap), template=template)
+        return EncodedQuery(ids=kept, tokens=len(ids), kept=len(kept), template=template)
 
     def document_room(self, query: EncodedQuery, truncation: TruncationOptions) -> int:
         """Document tokens that fit beside ``query`` in one pair (at least 1)."""
-        return truncation.max_length - self.special_tokens - len(query.ids)
+        return max(truncation.max_length - query.overhead, 1)
 
-    def encode_documents(self, documents: Sequence[str]) -> list[Encoding]:
-        """Encode documents in parallel (Rust threads), without special tokens and uncut."""
-        return self._tokenizer.encode_batch([replace_surrogates(d) for d in documents], add_special_tokens=False)
+    def encode_documents(self, documents: Sequence[str]) -> Sequence[TokenizedText]:
+        """Encode documents in parallel (Rust threads), without special tokens and uncut (a decoder family's
+        document label, such as ``"B: "``, tokenised with the document's start as upstream does)."""
+        texts = [replace_surrogates(d) for d in documents]
+        if not self.family.decoder:
+            encodings: list[Encoding] = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+            return encodings
+        label = self.family.prompt(None).document
+        encoded = self._tokenizer.encode_batch([label + text for text in texts], add_special_tokens=False)
+        return [_Labelled(encoding, len(label)) for encoding in encoded]
 
     @property
     def vocab_size(self) -> int:
@@ -268,16 +411,27 @@ class PairTokenizer:
         """The text of each sequence of token ids (TEI's ``/decode``)."""
         return list(self._tokenizer.decode_batch([list(i) for i in ids], skip_special_tokens=skip_special_tokens))
 
-    def build_pair(self, query: EncodedQuery, document: Sequence[int], truncation: TruncationOptions) -> EncodedPair:
-        """Put the special tokens around a query and a document, cutting the document to fit."""
-        t = self._template
+    def build_pair(
+        self, query: EncodedQuery, document: Sequence[int], truncation: TruncationOptions, *, continued: bool = False
+    ) -> EncodedPair:
+        """Put the template around a query and a document (a window of it that does not start the document when
+        ``continued``), cutting the document to fit."""
+        t = query.template
         room = self.document_room(query, truncation)
         kept = list(document[:room])
+        if continued and t.label:
+            # The document's label was tokenised with its start; a later window gets it again, in its own room.
+            kept = t.label + kept[max(len(t.label) + len(kept) - room, 0) :]
         ids = t.prefix[0] + query.ids + t.middle[0] + kept + t.suffix[0]
         type_ids = (
             t.prefix[1] + [t.query_type] * len(query.ids) + t.middle[1] + [t.document_type] * len(kept) + t.suffix[1]
         )
-        return EncodedPair(ids=ids, type_ids=type_ids, truncated_tokens=len(document) - len(kept))
+        return EncodedPair(
+            ids=ids,
+            type_ids=type_ids,
+            truncated_tokens=max(len(document) - len(kept), 0),
+            shared=len(t.prefix[0]) + len(query.ids) + len(t.middle[0]),
+        )
 
     def pad(self, pairs: Sequence[EncodedPair]) -> EncodedBatch:
         """Right-pad pairs into one int64 batch."""
@@ -291,7 +445,11 @@ class PairTokenizer:
             attention_mask[row, :n] = 1
             if token_type_ids is not None:
                 token_type_ids[row, :n] = pair.type_ids
-        return EncodedBatch(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        # A decoder's shared prefix can be computed once per query (attention is causal); an encoder's cannot.
+        shared = np.array([p.shared for p in pairs], dtype=np.int64) if self.family.decoder else None
+        return EncodedBatch(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, shared_prefix=shared
+        )
 
 
 def _saved_key(path: Path) -> str:

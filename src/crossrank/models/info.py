@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crossrank.errors import IntegrityError, ModelNotFoundError, UnsupportedModelError
+from crossrank.families import AUTO, Family, detect_family
 from crossrank.models.formats import download_hint, foreign_format, require_tokenizer, weight_files, weights_format
 from crossrank.models.integrity import TensorInfo, read_safetensors_header
 
@@ -30,6 +32,7 @@ class ModelInfo:
         architecture: the first of ``architectures``.
         max_length: the longest pair, in tokens, the position table allows.
         weights: ``safetensors`` or ``pickle``.
+        family: how it is scored (``crossrank.families``): a cross-encoder, or a decoder reranker's family.
     """
 
     path: Path
@@ -37,6 +40,7 @@ class ModelInfo:
     architecture: str
     max_length: int
     weights: str
+    family: Family
 
 
 def _check_weights(path: Path, config: dict[str, Any], num_labels: int) -> None:
@@ -69,8 +73,19 @@ def _check_weights(path: Path, config: dict[str, Any], num_labels: int) -> None:
                 )
 
 
-def read_model_info(path: Path, *, allow_pickle: bool = False) -> ModelInfo:
-    """Read ``path/config.json`` and check it is a one-label sequence classifier with usable weights.
+def _names(path: Path, given: Sequence[str]) -> list[str]:
+    """What a model is called: the names given (a hub id), its folder's, and a hub cache folder's repository."""
+    names = [*given, path.name]
+    if path.parent.name == "snapshots":  # <cache>/models--org--name/snapshots/<commit>
+        names.append(path.parent.parent.name.removeprefix("models--").replace("--", "/"))
+    return names
+
+
+def read_model_info(
+    path: Path, *, allow_pickle: bool = False, family: str = AUTO, names: Sequence[str] = ()
+) -> ModelInfo:
+    """Read ``path/config.json`` and check it is a reranker with usable weights: a one-label sequence classifier,
+    or a causal LM of a decoder reranker family (``family``, or detected from the config and ``names``).
 
     The checks are the cheap ones (names, headers and sizes, no checksums), so they run at every load:
     a partial download, a file cut short, weights of another framework, a missing tokenizer or head
@@ -91,6 +106,18 @@ def read_model_info(path: Path, *, allow_pickle: bool = False) -> ModelInfo:
         raise IntegrityError(f"{config_file} is not valid JSON: {exc}", fix="download the model again") from exc
     architectures = config.get("architectures") or ["unknown"]
     architecture = str(architectures[0])
+    detected = detect_family(family, config, _names(path, names))
+    if detected.decoder:
+        weights = weights_format(path, allow_pickle=allow_pickle)
+        require_tokenizer(path)
+        return ModelInfo(
+            path=path,
+            model_type=str(config.get("model_type", "unknown")),
+            architecture=architecture,
+            max_length=int(config.get("max_position_embeddings", 512)),
+            weights=weights,
+            family=detected,
+        )
     if not architecture.endswith("ForSequenceClassification"):
         raise UnsupportedModelError(
             f"{path} is a {architecture}, not a cross-encoder (a *ForSequenceClassification model); "
@@ -116,4 +143,5 @@ def read_model_info(path: Path, *, allow_pickle: bool = False) -> ModelInfo:
         architecture=architecture,
         max_length=positions - offset,
         weights=weights,
+        family=detected,
     )

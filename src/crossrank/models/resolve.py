@@ -42,7 +42,7 @@ def resolve_model(spec: ModelSpec) -> ModelInfo:
                 "(pass an absolute path to silence this, or run from another directory to use the hub)",
                 spec.name_or_path,
             )
-        return read_model_info(path.resolve(), allow_pickle=spec.allow_pickle)
+        return read_model_info(path.resolve(), allow_pickle=spec.allow_pickle, family=spec.family)
     if path.exists():
         raise ModelNotFoundError(
             f"{path.resolve()} is a file, not a model folder",
@@ -63,4 +63,4 @@ def resolve_model(spec: ModelSpec) -> ModelInfo:
         allow_pickle=spec.allow_pickle,
         trust_remote_code=spec.trust_remote_code,
     )
-    return read_model_info(folder, allow_pickle=spec.allow_pickle)
+    return read_model_info(folder, allow_pickle=spec.allow_pickle, family=spec.family, names=[spec.name_or_path])

@@ -1,0 +1,181 @@
+"""DecoderBackend: a decoder (LLM) reranker run by PyTorch, scored on its next-token logits.
+
+A causal LM reads each prompt (``crossrank.families``); the score is read at the last real position: the logit of
+the family's "yes" token, minus its "no" token's where it has one. Only those rows of the language-model head are
+computed, at that one position, not the whole vocabulary at every position (a vocabulary of 150,000-250,000 tokens
+costs more than the rest of a small model).
+
+The ids every pair of a query shares (system prompt, instruction, query: ``EncodedBatch.shared_prefix``) are run
+once per query and their keys and values reused by each document. Attention is causal, so a token never reads
+what follows it: the documents' scores are those of running each full prompt (a test holds them equal).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from transformers import AutoModelForCausalLM
+
+from crossrank.backends.base import EncodedBatch, TokenHead
+from crossrank.backends.torch import TorchBackend, quiet_loading
+from crossrank.config import RuntimeOptions
+from crossrank.errors import IntegrityError, UnsupportedModelError
+
+__all__ = ["DecoderBackend"]
+
+# A shared prefix shorter than this is not worth a pass of its own.
+_MIN_SHARED = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Rows of a batch that share their first ``shared`` ids."""
+
+    rows: list[int]
+    shared: int
+
+
+def _groups(batch: EncodedBatch) -> list[_Group]:
+    """The batch's rows by shared prefix (one group, with nothing shared, when the batch says nothing of it)."""
+    lengths = batch.attention_mask.sum(axis=1)
+    if batch.shared_prefix is None:
+        return [_Group(list(range(batch.size)), 0)]
+    by_prefix: dict[bytes, list[int]] = {}
+    for row in range(batch.size):
+        by_prefix.setdefault(batch.input_ids[row, : batch.shared_prefix[row]].tobytes(), []).append(row)
+    groups = []
+    for rows in by_prefix.values():
+        # Every row keeps at least its last token to compute: the score is read there.
+        shared = min(int(batch.shared_prefix[rows[0]]), int(lengths[rows].min()) - 1)
+        groups.append(_Group(rows, shared if shared >= _MIN_SHARED else 0))
+    return groups
+
+
+@functools.cache
+def _cache_keyword_of(forward: Any) -> str:
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _cache_keyword(base: Any) -> str:
+    """What the model's forward calls its key/value cache (transformers renamed ``past_key_values`` to ``cache``)."""
+    return _cache_keyword_of(type(base).forward)
+
+
+class DecoderBackend(TorchBackend):
+    """Runs ``AutoModelForCausalLM`` under ``torch.inference_mode`` and reads ``head`` at the last real position.
+
+    Device, precision, CUDA out-of-memory recovery and the float32 recompute are ``TorchBackend``'s.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        head: TokenHead,
+        runtime: RuntimeOptions,
+        allow_pickle: bool,
+        trust_remote_code: bool,
+        model_digest: str = "",
+    ) -> None:
+        self.head = head
+        super().__init__(
+            model_dir,
+            runtime=runtime,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            model_digest=model_digest,
+        )
+
+    def _load(self, dtype: torch.dtype) -> Any:
+        try:
+            with quiet_loading():
+                model: Any = AutoModelForCausalLM.from_pretrained(self._model_dir, dtype=dtype, **self._load_options)
+        except (OSError, RuntimeError, ValueError) as exc:
+            if "trust_remote_code" in str(exc):
+                raise UnsupportedModelError(
+                    f"{self._model_dir} needs the Python code it ships (config.json auto_map) to load",
+                    fix="read that code; if you trust it, pass trust_remote_code=True (CROSSRANK_TRUST_REMOTE_CODE=1)",
+                ) from exc
+            raise IntegrityError(
+                f"could not load the weights in {self._model_dir}: {exc}",
+                fix="the files may be incomplete or corrupt: download the model again (crossrank verify tells more)",
+            ) from exc
+        vocabulary = int(model.get_input_embeddings().weight.shape[0])
+        wanted = [i for i in (self.head.positive, self.head.negative) if i is not None]
+        if max(wanted) >= vocabulary:
+            raise UnsupportedModelError(
+                f"the score token ids {wanted} are outside the model's vocabulary of {vocabulary}",
+                fix="the tokenizer and the weights come from different models: download the model again",
+            )
+        return model
+
+    def _run(self, model: Any, device: torch.device, batch: EncodedBatch) -> npt.NDArray[np.float32]:
+        autocast = self._autocast and device.type == "cpu"
+        scores = np.empty(batch.size, dtype=np.float32)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            if self.head.layer is not None:
+                scores[:] = self._layer_scores(model, device, batch)
+                return scores
+            for group in _groups(batch):
+                scores[group.rows] = self._group_scores(model, device, batch, group)
+        return scores
+
+    def _group_scores(
+        self, model: Any, device: torch.device, batch: EncodedBatch, group: _Group
+    ) -> npt.NDArray[np.float32]:
+        """The group's scores: its shared prefix run once (its keys and values expanded to every row), then the
+        rest of each row against it."""
+        base = model.base_model
+        mask = batch.attention_mask[group.rows]
+        width = int(mask.sum(axis=1).max())
+        ids = torch.from_numpy(batch.input_ids[group.rows, :width]).to(device)
+        attention = torch.from_numpy(mask[:, :width]).to(device)
+        keyword = _cache_keyword(base)
+        cache = None
+        if group.shared:
+            cache = getattr(base(input_ids=ids[:1, : group.shared], use_cache=True), keyword)
+            cache.batch_repeat_interleave(len(group.rows))
+        rest = ids[:, group.shared :]
+        positions = torch.arange(group.shared, width, device=device).expand(len(group.rows), -1)
+        hidden = base(
+            input_ids=rest,
+            attention_mask=attention,
+            position_ids=positions,
+            use_cache=cache is not None,
+            **{keyword: cache},
+        ).last_hidden_state
+        last = attention[:, group.shared :].sum(dim=1) - 1
+        return self._read(model, hidden[torch.arange(len(group.rows), device=device), last])
+
+    def _read(self, model: Any, hidden: torch.Tensor) -> npt.NDArray[np.float32]:
+        """The head's logit from each row's last hidden state: only the score tokens' rows of the LM head."""
+        output = model.get_output_embeddings()
+        wanted = [self.head.positive] + ([] if self.head.negative is None else [self.head.negative])
+        logits = hidden @ output.weight[wanted].T
+        if getattr(output, "bias", None) is not None:
+            logits = logits + output.bias[wanted]
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        logits = logits.float()
+        score = logits[:, 0] if self.head.negative is None else logits[:, 0] - logits[:, 1]
+        result: npt.NDArray[np.float32] = score.cpu().numpy()
+        return result
+
+    def _layer_scores(self, model: Any, device: torch.device, batch: EncodedBatch) -> npt.NDArray[np.float32]:
+        """A layer-wise model's score: its own head at the chosen cutoff layer, at the last real position."""
+        ids = torch.from_numpy(batch.input_ids).to(device)
+        attention = torch.from_numpy(batch.attention_mask).to(device)
+        outputs = model(input_ids=ids, attention_mask=attention, cutoff_layers=[self.head.layer])
+        logits = outputs.logits[0] if isinstance(outputs.logits, (list, tuple)) else outputs.logits
+        last = attention.sum(dim=1) - 1
+        picked = logits[torch.arange(batch.size, device=device), last]
+        result: npt.NDArray[np.float32] = picked.reshape(batch.size, -1)[:, 0].float().cpu().numpy()
+        return result
