@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from crossrank import (
     ChunkingOptions,
-    PromptOptions,
     ConfigError,
+    PromptOptions,
     Reranker,
     RerankerOptions,
     RerankOptions,
