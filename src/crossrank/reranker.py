@@ -297,6 +297,12 @@ class Reranker:
         """How this model is scored (``crossrank.families``)."""
         return self._loaded.family
 
+    @property
+    def instruction(self) -> str | None:
+        """The instruction a call without one runs with: the one this reranker was given, else its family's default
+        (``None`` for a cross-encoder)."""
+        return resolve_prompt(self._loaded.family, self.prompt).instruction
+
     def _resolve(self, options: RerankOptions) -> tuple[TruncationOptions, ChunkingOptions, PromptOptions]:
         """This reranker's options with a call's overrides, checked against the model; the instruction is the
         family's (its default when none is given, none for a family without one)."""

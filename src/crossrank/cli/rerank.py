@@ -137,6 +137,9 @@ def rerank(
         if as_json:
             payload = {
                 "model": reranker.model,
+                # How it was scored: the family, and the instruction a decoder reranker read (null: none).
+                "family": reranker.family.name,
+                "instruction": reranker.instruction,
                 "query": query,
                 "results": [dataclasses.asdict(r) for r in result.results],
                 "usage": dataclasses.asdict(result.usage),

@@ -309,9 +309,14 @@ def _dataset_block(dataset: Payload, stem: str, figures: Mapping[str, bytes], la
     )
 
 
+def _or_dash(value: Any) -> Any:
+    return "—" if value is None else value
+
+
 def _run_block(payload: Payload, label: str) -> str:
-    keys = ("model", "device", "dtype", "max_length", "top_k", "created", "version")
-    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(payload.get(k, '—'))}</dd>" for k in keys)
+    keys = ("model", "family", "instruction", "device", "dtype", "max_length", "top_k", "created", "version")
+    # A cross-encoder has no instruction, and saves from before families exist have neither.
+    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(_or_dash(payload.get(k)))}</dd>" for k in keys)
     return f'<div class="run"><h3>{_e(label)}</h3><dl>{items}</dl></div>'
 
 

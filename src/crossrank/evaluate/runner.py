@@ -25,6 +25,7 @@ from crossrank.evaluate.metrics import (
     paired_p_value,
     per_query,
 )
+from crossrank.families import CROSS_ENCODER
 from crossrank.reranker import Reranker
 
 __all__ = [
@@ -99,7 +100,11 @@ class DatasetReport:
 
 @dataclass(frozen=True, slots=True)
 class EvalReport:
-    """What ``crossrank eval`` measured: the configuration and one report per data set."""
+    """What ``crossrank eval`` measured: the configuration and one report per data set.
+
+    ``family`` is how the model was scored (``crossrank.families``) and ``instruction`` the instruction a decoder
+    reranker read (its family's default unless one was given; ``None`` for a cross-encoder).
+    """
 
     model: str
     device: str
@@ -109,6 +114,8 @@ class EvalReport:
     datasets: list[DatasetReport]
     created: str = ""
     version: str = __version__
+    family: str = CROSS_ENCODER.name
+    instruction: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what ``--json`` prints and ``--compare`` reads back)."""
@@ -314,6 +321,8 @@ def evaluate(
         top_k=top_k,
         datasets=reports,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        family=model.family.name,
+        instruction=model.instruction,
     )
 
 

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 # The RerankOptions fields /v2/rerank takes in its body; the others are the server's own settings.
-HTTP_OPTIONS = frozenset({"aggregate", "max_tokens_per_doc"})
+HTTP_OPTIONS = frozenset({"aggregate", "instruction", "max_tokens_per_doc"})
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -292,8 +292,8 @@ def open_source(
         base_url: where ``crossrank serve`` listens, e.g. ``http://127.0.0.1:8000``.
         api_key: the server's key (``--api-key``), sent as a Bearer token.
         timeout: seconds to wait for the server.
-        options: long-document options of every call (``RerankOptions`` or its fields by name); over HTTP,
-            only ``aggregate`` and ``max_tokens_per_doc``.
+        options: long-document options and a decoder reranker's ``instruction``, for every call (``RerankOptions``
+            or its fields by name); over HTTP, only ``aggregate``, ``instruction`` and ``max_tokens_per_doc``.
         model_kwargs: ``Reranker`` keywords for ``model`` (``device``, ``dtype``, ``max_length``, ...).
     """
     given = [

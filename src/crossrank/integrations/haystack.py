@@ -50,8 +50,9 @@ class CrossrankRanker:
         api_key: the server's key (``--api-key``); by default ``CROSSRANK_API_KEY`` when it is set.
         top_k: documents to keep (``None``: all); ``run(top_k=...)`` overrides it.
         timeout: seconds to wait for the server.
-        options: long-document options, ``RerankOptions`` fields by name (``{"aggregate": "mean"}``); over HTTP only
-            ``aggregate`` and ``max_tokens_per_doc``, the rest being the server's settings.
+        options: long-document options and a decoder reranker's ``instruction``, ``RerankOptions`` fields by name
+            (``{"aggregate": "mean"}``); over HTTP only ``aggregate``, ``instruction`` and ``max_tokens_per_doc``,
+            the rest being the server's settings.
         model_kwargs: ``Reranker`` keywords for ``model`` (``device``, ``dtype``, ``max_length``, ...).
     """
 

@@ -62,8 +62,9 @@ class CrossrankRerank(BaseDocumentCompressor):
         api_key: the server's key (``--api-key``).
         top_n: documents to keep (``None``: all).
         timeout: seconds to wait for the server.
-        options: long-document options (``RerankOptions`` or its fields by name: ``aggregate``, ``max_length``, ...);
-            over HTTP only ``aggregate`` and ``max_tokens_per_doc``, the rest being the server's settings.
+        options: long-document options and a decoder reranker's ``instruction`` (``RerankOptions`` or its fields by
+            name: ``aggregate``, ``max_length``, ``instruction``, ...); over HTTP only ``aggregate``, ``instruction``
+            and ``max_tokens_per_doc``, the rest being the server's settings.
         model_kwargs: ``Reranker`` keywords for ``model`` (``device``, ``dtype``, ``max_length``, ...).
     """
 

@@ -46,8 +46,9 @@ class CrossrankRerank(BaseNodePostprocessor):
         api_key: the server's key (``--api-key``).
         top_n: nodes to keep (``None``: all; LlamaIndex's rerankers keep 2 by default).
         timeout: seconds to wait for the server.
-        options: long-document options (``RerankOptions`` or its fields by name: ``aggregate``, ``max_length``, ...);
-            over HTTP only ``aggregate`` and ``max_tokens_per_doc``, the rest being the server's settings.
+        options: long-document options and a decoder reranker's ``instruction`` (``RerankOptions`` or its fields by
+            name: ``aggregate``, ``max_length``, ``instruction``, ...); over HTTP only ``aggregate``, ``instruction``
+            and ``max_tokens_per_doc``, the rest being the server's settings.
         model_kwargs: ``Reranker`` keywords for ``model`` (``device``, ``dtype``, ``max_length``, ...).
     """
 

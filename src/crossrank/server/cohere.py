@@ -114,7 +114,9 @@ def v1_response(
 async def rerank_v2(body: V2Body, request: Request, response: Response, service: Service) -> CohereV2Response:
     """Cohere v2 rerank: results ``{index, relevance_score}`` by relevance, highest first."""
     texts = document_texts(body.documents)
-    options = RerankOptions(aggregate=body.aggregate, max_tokens_per_doc=body.max_tokens_per_doc)
+    options = RerankOptions(
+        aggregate=body.aggregate, max_tokens_per_doc=body.max_tokens_per_doc, instruction=body.instruction
+    )
     call = RerankCall(
         query=body.query, documents=texts, top_n=body.top_n or None, min_score=body.min_score, options=options
     )
@@ -137,7 +139,9 @@ async def rerank_v2(body: V2Body, request: Request, response: Response, service:
 async def rerank_v1(body: V1Body, request: Request, response: Response, service: Service) -> RerankV1Response:
     """Cohere v1 and Jina rerank: documents echoed as ``{"text": ...}`` unless ``return_documents`` is false."""
     texts = document_texts(body.documents, body.rank_fields)
-    options = RerankOptions(aggregate=body.aggregate, max_chunks_per_doc=body.max_chunks_per_doc)
+    options = RerankOptions(
+        aggregate=body.aggregate, max_chunks_per_doc=body.max_chunks_per_doc, instruction=body.instruction
+    )
     call = RerankCall(
         query=body.query, documents=texts, top_n=body.top_n or None, min_score=body.min_score, options=options
     )

@@ -48,7 +48,7 @@ async def rerank(body: Body, request: Request, response: Response, service: Serv
         documents=body.documents,
         top_n=body.top_n,
         min_score=body.min_score,
-        options=RerankOptions(aggregate=body.aggregate),
+        options=RerankOptions(aggregate=body.aggregate, instruction=body.instruction),
     )
     result = await service.rerank(request, response, call)
     tokens = result.usage.total_tokens

@@ -99,6 +99,11 @@ async def info(service: Service) -> dict[str, Any]:
             max_batch_size=rr.batching.max_batch_size,
             min_pass_tokens=rr.batching.min_pass_tokens,
             cache=type(rr.scorer.cache).__name__ if isinstance(rr.scorer, CachedScorer) else None,
+            # How the model is scored (crossrank.families); a request's `instruction` counts only where
+            # takes_instruction; one without runs with default_instruction (--instruction, else the family's).
+            family=rr.family.name,
+            takes_instruction=rr.family.takes_instruction,
+            default_instruction=rr.instruction,
             # What the scores depend on (the model's files, backend, precision, the default options): replicas
             # with equal fingerprints give equal scores.
             fingerprint=rr.fingerprint().digest,

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from crossrank.config import MAX_CHUNKS_PER_DOC
+from crossrank.config import MAX_CHUNKS_PER_DOC, MAX_INSTRUCTION_CHARS
 from crossrank.engine.tokenizer import replace_surrogates
 from crossrank.types import ScoredDocument
 
@@ -82,11 +82,22 @@ Aggregate = Annotated[
 ]
 
 
+# Longer than its limit is a 413 naming the field (RerankService.check_limits), as the query's and documents' are.
+Instruction = Annotated[
+    StrictStr | None,
+    Field(
+        description="crossrank extension: a decoder reranker's task instruction (default: its family's, see "
+        f"/info); at most {MAX_INSTRUCTION_CHARS} characters. Cross-encoders take none and ignore it.",
+    ),
+]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     min_score: MinScore = None
     aggregate: Aggregate = None
+    instruction: Instruction = None
 
     @field_validator("top_n", "max_tokens_per_doc", "max_chunks_per_doc", mode="before", check_fields=False)
     @classmethod

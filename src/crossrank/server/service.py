@@ -17,7 +17,7 @@ from typing import Any, Literal
 from fastapi import Request, Response
 
 from crossrank.async_reranker import AsyncReranker
-from crossrank.config import RerankOptions
+from crossrank.config import MAX_INSTRUCTION_CHARS, RerankOptions
 from crossrank.errors import CrossrankError, LimitExceededError, OverloadedError
 from crossrank.server.errors import ClientClosedError, NotReadyError
 from crossrank.server.metrics import Metrics
@@ -89,6 +89,15 @@ class RerankService:
                 o.max_query_chars,
                 unit="characters",
                 fix=f"shorten the query (server flag --max-query-chars: {o.max_query_chars})",
+            )
+        instruction = call.options.instruction
+        if instruction is not None and len(instruction) > MAX_INSTRUCTION_CHARS:
+            raise LimitExceededError(
+                "instruction",
+                len(instruction),
+                MAX_INSTRUCTION_CHARS,
+                unit="characters",
+                fix=f"shorten the instruction to {MAX_INSTRUCTION_CHARS} characters or fewer",
             )
         for i, document in enumerate(call.documents):
             if len(document) > o.max_document_chars:

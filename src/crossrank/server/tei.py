@@ -65,6 +65,7 @@ async def rerank(
         aggregate=body.aggregate,
         truncate=body.truncate,
         truncation_direction="left" if body.truncation_direction.lower() == "left" else "right",
+        instruction=body.instruction,
     )
     if body.texts is None:
         documents = body.documents or []
