@@ -78,6 +78,8 @@ class ModelSpec:
         family: how the model is scored (``crossrank.families``): ``auto`` detects it from the model's
             config.json and name; a family's name (``qwen3-reranker``, ``bge-reranker-gemma``, ...) for a
             renamed or fine-tuned checkpoint.
+        cutoff_layer: a layer-wise model's (bge-reranker-v2-minicpm-layerwise) layer whose score head is read;
+            an earlier one runs fewer layers, so it scores sooner. ``None``: its last layer, as FlagEmbedding.
     """
 
     name_or_path: str = DEFAULT_MODEL
@@ -86,6 +88,7 @@ class ModelSpec:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     family: str = AUTO
+    cutoff_layer: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name_or_path.strip():

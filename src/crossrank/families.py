@@ -40,13 +40,13 @@ class ScoreHead:
     Attributes:
         positive: the token whose logit says "relevant" ("yes", "Yes", "1").
         negative: the token whose logit is subtracted ("no", "0"); ``None`` keeps the positive logit alone.
-        layer: a layer-wise model's cutoff layer whose score head is read (``None``: the model's last layer and
-            its language-model head).
+
+    A layer-wise model reads its cutoff layer's own score head instead (``ModelSpec.cutoff_layer``; its last layer
+    by default, as upstream).
     """
 
     positive: str
     negative: str | None = None
-    layer: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,8 @@ class Family:
         names: lowercase fragments of hub ids or folder names that identify the family.
         architectures: the ``config.json`` architectures it runs.
         remote_code: its modelling code ships with the checkpoint (``trust_remote_code=True`` needed).
+        own_architecture: no plain language model has its architectures, so a model of one is of this family
+            whatever its name.
     """
 
     name: str
@@ -99,6 +101,7 @@ class Family:
     names: tuple[str, ...]
     architectures: tuple[str, ...]
     remote_code: bool = False
+    own_architecture: bool = False
 
     @property
     def decoder(self) -> bool:
@@ -201,11 +204,13 @@ FAMILIES: dict[str, Family] = {
         Family(
             name="bge-reranker-minicpm-layerwise",
             source="FlagEmbedding LayerWiseFlagLLMReranker (BAAI/bge-reranker-v2-minicpm-layerwise)",
-            head=ScoreHead("Yes", layer=28),
+            # Its score is a layer's own head (the token is the answer its prompt asks for, not read); the
+            # architecture is run natively (crossrank.backends.minicpm), not by the code shipped with it.
+            head=ScoreHead("Yes"),
             default_instruction=_BGE_INSTRUCTION,
             names=("bge-reranker-v2-minicpm-layerwise", "minicpm-layerwise"),
             architectures=("LayerWiseMiniCPMForCausalLM",),
-            remote_code=True,
+            own_architecture=True,
         ),
         Family(
             name="qwen3-reranker",
@@ -275,7 +280,7 @@ def detect_family(requested: str, config: dict[str, Any], names: Sequence[str]) 
         if any(fragment in name for fragment in family.names for name in lowered):
             return family
     owners = [f for f in FAMILIES.values() if architecture in f.architectures]
-    if len(owners) == 1 and owners[0].remote_code:
+    if len(owners) == 1 and owners[0].own_architecture:
         return owners[0]
     raise UnsupportedModelError(
         f"the model is a {architecture} (a language model) that matches no reranker family crossrank knows "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossrank.backends.base import Backend
+from crossrank.backends.base import Backend, TokenHead
 from crossrank.backends.registry import load_backend
 from crossrank.config import CacheOptions, PromptOptions, RerankerOptions, TruncationOptions, cache_folder
 from crossrank.engine.cache import CachedScorer, open_cache
@@ -109,9 +110,9 @@ def load_model(options: RerankerOptions, *, backend: Backend | None = None) -> L
         allow_pickle=spec.allow_pickle,
         trust_remote_code=spec.trust_remote_code,
         model_digest=digest,
-        head=tokenizer.head(),
+        head=_score_head(tokenizer, spec.cutoff_layer),
     )
-    loaded = assemble(info, tokenizer, runner, digest, options.cache, started=started)
+    loaded = assemble(info, tokenizer, runner, digest, options.cache, started=started, cutoff_layer=spec.cutoff_layer)
     _log.info(
         "loaded %s: %s backend, %s on %s, %.1f s",
         info.path.name,
@@ -128,9 +129,8 @@ def describe(options: RerankerOptions) -> Fingerprint:
     and precision as asked for (``auto`` unresolved), with every score-changing option."""
     info = resolve_model(options.model)
     precision = "int8" if options.runtime.quantize == "int8" else options.runtime.dtype
-    identity = _identity(
-        info, model_digest(info.path, allow_pickle=options.model.allow_pickle), options.backend, precision
-    )
+    digest = model_digest(info.path, allow_pickle=options.model.allow_pickle)
+    identity = _identity(info, digest, options.backend, precision, options.model.cutoff_layer)
     prompt = resolve_prompt(info.family, options.prompt)
     return Fingerprint.of(identity, options.truncation, options.chunking, prompt)
 
@@ -164,9 +164,10 @@ def assemble(
     cache: CacheOptions,
     *,
     started: float,
+    cutoff_layer: int | None = None,
 ) -> LoadedModel:
     """A ``LoadedModel`` from its parts: the scorer, behind the result cache when ``cache`` configures one."""
-    identity = _identity(info, digest, backend.name, backend.dtype)
+    identity = _identity(info, digest, backend.name, backend.dtype, cutoff_layer)
     scorer: RequestScorer = Scorer(tokenizer, backend)
     store = open_cache(cache)
     if store is not None:
@@ -174,10 +175,31 @@ def assemble(
     return LoadedModel(info=info, scorer=scorer, load_seconds=time.perf_counter() - started, identity=identity)
 
 
-def _identity(info: ModelInfo, digest: str, backend: str, dtype: str) -> dict[str, Any]:
-    """The model half of a fingerprint (a cross-encoder's as before families existed)."""
+def _identity(
+    info: ModelInfo, digest: str, backend: str, dtype: str, cutoff_layer: int | None = None
+) -> dict[str, Any]:
+    """The model half of a fingerprint (a cross-encoder's as before families existed; a layer-wise model's cutoff
+    layer when one is chosen)."""
     identity = {"model": digest, "commit": snapshot_commit(info.path), "backend": backend, "dtype": dtype}
-    return {**identity, "family": info.family.name} if info.family.decoder else identity
+    if not info.family.decoder:
+        return identity
+    layer = {} if cutoff_layer is None else {"cutoff_layer": cutoff_layer}
+    return {**identity, "family": info.family.name, **layer}
+
+
+def _score_head(tokenizer: PairTokenizer, cutoff_layer: int | None) -> TokenHead | None:
+    """The tokenizer's score head, read at ``cutoff_layer`` when one is chosen (a layer-wise model's; the backend
+    refuses it for other decoders)."""
+    head = tokenizer.head()
+    if cutoff_layer is None:
+        return head
+    if head is None:
+        raise ConfigError(
+            f"cutoff_layer {cutoff_layer} is for layer-wise rerankers (bge-reranker-v2-minicpm-layerwise); "
+            "this model is a cross-encoder",
+            fix="leave cutoff_layer unset for this model",
+        )
+    return dataclasses.replace(head, layer=cutoff_layer)
 
 
 def _tokenizer_cache() -> Path | None:

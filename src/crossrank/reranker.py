@@ -146,6 +146,8 @@ class Reranker:
         family: how the model is scored: ``auto`` (detected from its config.json and name), ``cross-encoder``,
             or a decoder reranker's family (``qwen3-reranker``, ``bge-reranker-gemma``,
             ``bge-reranker-minicpm-layerwise``, ``mxbai-rerank-v2``) for a renamed or fine-tuned checkpoint.
+        cutoff_layer: a layer-wise reranker's (bge-reranker-v2-minicpm-layerwise) layer whose score head is read
+            (default: its last, as FlagEmbedding); an earlier one runs fewer layers.
         instruction: a decoder reranker's task instruction (default: its family's); ignored by cross-encoders.
     """
 
@@ -182,6 +184,7 @@ class Reranker:
         truncate: bool = True,
         long_query: LongQuery = "truncate",
         family: str = "auto",
+        cutoff_layer: int | None = None,
         instruction: str | None = None,
     ) -> None:
         # Every argument is a flat option name (config.flat_option_names): one object holds them all.

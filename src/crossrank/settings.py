@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     instruction: str | None = Field(
         default=None, description="A decoder (LLM) reranker's task instruction [its family's default]."
     )
+    cutoff_layer: int | None = Field(
+        default=None,
+        ge=0,
+        description="A layer-wise reranker's (bge-reranker-v2-minicpm-layerwise) layer that scores [its last].",
+    )
 
     # `crossrank serve`
     host: str = "127.0.0.1"

@@ -44,7 +44,7 @@ class EncodedBatch:
 class TokenHead:
     """Where a decoder reranker's logit is read, at the last real position of each row (``crossrank.families``'
     ``ScoreHead`` with the tokenizer's ids): token ``positive``'s logit, minus token ``negative``'s where given;
-    with ``layer``, a layer-wise model's own head at that cutoff layer."""
+    with ``layer``, a layer-wise model's own head at that cutoff layer (``None``: its last layer)."""
 
     positive: int
     negative: int | None = None

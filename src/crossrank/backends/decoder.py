@@ -3,7 +3,8 @@
 A causal LM reads each prompt (``crossrank.families``); the score is read at the last real position: the logit of
 the family's "yes" token, minus its "no" token's where it has one. Only those rows of the language-model head are
 computed, at that one position, not the whole vocabulary at every position (a vocabulary of 150,000-250,000 tokens
-costs more than the rest of a small model).
+costs more than the rest of a small model). A layer-wise model (``crossrank.backends.minicpm``) is built cut at its
+cutoff layer, with that layer's one-row score head as its language-model head, and read the same way.
 
 The ids every pair of a query shares (system prompt, instruction, query: ``EncodedBatch.shared_prefix``) are run
 once per query and their keys and values reused by each document. Attention is causal, so a token never reads
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from crossrank.backends.base import EncodedBatch, TokenHead
+from crossrank.backends.minicpm import is_layerwise, load_layerwise
 from crossrank.backends.torch import TorchBackend, quiet_loading
 from crossrank.config import RuntimeOptions
-from crossrank.errors import IntegrityError, UnsupportedModelError
+from crossrank.errors import ConfigError, IntegrityError, UnsupportedModelError
 
 __all__ = ["DecoderBackend"]
 
@@ -43,19 +46,26 @@ class _Group:
 
 
 def _groups(batch: EncodedBatch) -> list[_Group]:
-    """The batch's rows by shared prefix (one group, with nothing shared, when the batch says nothing of it)."""
+    """The batch's rows by shared prefix (one group, with nothing shared, when the batch says nothing of it).
+
+    A prefix only one row has gains nothing from its own pass: such rows (a micro-batch of one-document requests)
+    run together in one pass, as do rows whose shared prefix is too short to be worth one.
+    """
     lengths = batch.attention_mask.sum(axis=1)
     if batch.shared_prefix is None:
         return [_Group(list(range(batch.size)), 0)]
     by_prefix: dict[bytes, list[int]] = {}
     for row in range(batch.size):
         by_prefix.setdefault(batch.input_ids[row, : batch.shared_prefix[row]].tobytes(), []).append(row)
-    groups = []
+    groups, alone = [], []
     for rows in by_prefix.values():
         # Every row keeps at least its last token to compute: the score is read there.
         shared = min(int(batch.shared_prefix[rows[0]]), int(lengths[rows].min()) - 1)
-        groups.append(_Group(rows, shared if shared >= _MIN_SHARED else 0))
-    return groups
+        if len(rows) > 1 and shared >= _MIN_SHARED:
+            groups.append(_Group(rows, shared))
+        else:
+            alone += rows
+    return groups + ([_Group(sorted(alone), 0)] if alone else [])
 
 
 @functools.cache
@@ -69,7 +79,8 @@ def _cache_keyword(base: Any) -> str:
 
 
 class DecoderBackend(TorchBackend):
-    """Runs ``AutoModelForCausalLM`` under ``torch.inference_mode`` and reads ``head`` at the last real position.
+    """Runs ``AutoModelForCausalLM`` (a layer-wise model: ``load_layerwise``'s) under ``torch.inference_mode`` and
+    reads ``head`` at the last real position.
 
     Device, precision, CUDA out-of-memory recovery and the float32 recompute are ``TorchBackend``'s.
     """
@@ -85,6 +96,8 @@ class DecoderBackend(TorchBackend):
         model_digest: str = "",
     ) -> None:
         self.head = head
+        # The rows of the language-model head read: the score tokens', or a layer-wise model's one row.
+        self._rows = [head.positive] + ([] if head.negative is None else [head.negative])
         super().__init__(
             model_dir,
             runtime=runtime,
@@ -94,6 +107,16 @@ class DecoderBackend(TorchBackend):
         )
 
     def _load(self, dtype: torch.dtype) -> Any:
+        config = json.loads((self._model_dir / "config.json").read_text(encoding="utf-8"))
+        if is_layerwise(config):
+            self._rows = [0]
+            return load_layerwise(self._model_dir, self.head.layer, dtype)
+        if self.head.layer is not None:
+            raise ConfigError(
+                f"cutoff_layer {self.head.layer} is for layer-wise models (bge-reranker-v2-minicpm-layerwise); "
+                f"{self._model_dir.name} scores at its last layer only",
+                fix="leave cutoff_layer unset for this model",
+            )
         try:
             with quiet_loading():
                 model: Any = AutoModelForCausalLM.from_pretrained(self._model_dir, dtype=dtype, **self._load_options)
@@ -108,10 +131,9 @@ class DecoderBackend(TorchBackend):
                 fix="the files may be incomplete or corrupt: download the model again (crossrank verify tells more)",
             ) from exc
         vocabulary = int(model.get_input_embeddings().weight.shape[0])
-        wanted = [i for i in (self.head.positive, self.head.negative) if i is not None]
-        if max(wanted) >= vocabulary:
+        if max(self._rows) >= vocabulary:
             raise UnsupportedModelError(
-                f"the score token ids {wanted} are outside the model's vocabulary of {vocabulary}",
+                f"the score token ids {self._rows} are outside the model's vocabulary of {vocabulary}",
                 fix="the tokenizer and the weights come from different models: download the model again",
             )
         return model
@@ -120,9 +142,6 @@ class DecoderBackend(TorchBackend):
         autocast = self._autocast and device.type == "cpu"
         scores = np.empty(batch.size, dtype=np.float32)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            if self.head.layer is not None:
-                scores[:] = self._layer_scores(model, device, batch)
-                return scores
             for group in _groups(batch):
                 scores[group.rows] = self._group_scores(model, device, batch, group)
         return scores
@@ -155,27 +174,15 @@ class DecoderBackend(TorchBackend):
         return self._read(model, hidden[torch.arange(len(group.rows), device=device), last])
 
     def _read(self, model: Any, hidden: torch.Tensor) -> npt.NDArray[np.float32]:
-        """The head's logit from each row's last hidden state: only the score tokens' rows of the LM head."""
+        """The head's logit from each row's last hidden state: only the read rows of the LM head."""
         output = model.get_output_embeddings()
-        wanted = [self.head.positive] + ([] if self.head.negative is None else [self.head.negative])
-        logits = hidden @ output.weight[wanted].T
+        logits = hidden @ output.weight[self._rows].T
         if getattr(output, "bias", None) is not None:
-            logits = logits + output.bias[wanted]
+            logits = logits + output.bias[self._rows]
         cap = getattr(model.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
         logits = logits.float()
-        score = logits[:, 0] if self.head.negative is None else logits[:, 0] - logits[:, 1]
+        score = logits[:, 0] if len(self._rows) == 1 else logits[:, 0] - logits[:, 1]
         result: npt.NDArray[np.float32] = score.cpu().numpy()
-        return result
-
-    def _layer_scores(self, model: Any, device: torch.device, batch: EncodedBatch) -> npt.NDArray[np.float32]:
-        """A layer-wise model's score: its own head at the chosen cutoff layer, at the last real position."""
-        ids = torch.from_numpy(batch.input_ids).to(device)
-        attention = torch.from_numpy(batch.attention_mask).to(device)
-        outputs = model(input_ids=ids, attention_mask=attention, cutoff_layers=[self.head.layer])
-        logits = outputs.logits[0] if isinstance(outputs.logits, (list, tuple)) else outputs.logits
-        last = attention.sum(dim=1) - 1
-        picked = logits[torch.arange(batch.size, device=device), last]
-        result: npt.NDArray[np.float32] = picked.reshape(batch.size, -1)[:, 0].float().cpu().numpy()
         return result

@@ -202,7 +202,7 @@ def measured_cpu_mode(model_dir: Path) -> CpuModeDecision:
     """What ``dtype="auto"`` runs on this CPU for the model in ``model_dir``: measured once per CPU, torch version,
     thread count and model shape, then cached (``crossrank.backends.cpu_mode``)."""
     try:
-        config = AutoConfig.from_pretrained(model_dir)
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     except (OSError, ValueError):  # a config transformers cannot read alone: loading the model says what is wrong
         return CpuModeDecision("float32", {}, "not gated")
     names = ("hidden_size", "intermediate_size", "num_attention_heads")

@@ -49,6 +49,7 @@ MODEL_FLAGS = (
     "quantize",
     "num_threads",
     "family",
+    "cutoff_layer",
     "trust_remote_code",
 )
 SCORING_FLAGS = (

@@ -300,7 +300,7 @@ class PairTokenizer:
                 "tokenizer's vocabulary",
                 fix="use the tokenizer that ships with the model",
             )
-        return TokenHead(positive[0], None if negative is None else negative[0], head.layer)
+        return TokenHead(positive[0], None if negative is None else negative[0])
 
     def template(self, instruction: str | None) -> _Template:
         """The fixed tokens of a pair: the tokenizer's pair template, or the family's prompt for ``instruction``."""
