@@ -85,6 +85,8 @@ class DecoderBackend(TorchBackend):
     Device, precision, CUDA out-of-memory recovery and the float32 recompute are ``TorchBackend``'s.
     """
 
+    decoder = True
+
     def __init__(
         self,
         model_dir: Path,

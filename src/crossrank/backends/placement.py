@@ -1,6 +1,7 @@
 """Where a model runs when ``device="auto"`` (the GPU with the most free memory if the model fits, else
 CPU), how many tokens a forward pass may take on a GPU (sized to the memory left after loading), and
-the least a pass costs there (from two timed passes).
+the least a pass costs there (from two timed passes). Cross-encoders and decoder (LLM) rerankers alike: a
+decoder's pass also keeps every layer's keys and values (``activation_bytes_per_token``).
 
 Pure arithmetic over numbers the torch backend measures, so the decisions are tested without a GPU.
 """
@@ -8,10 +9,13 @@ Pure arithmetic over numbers the torch backend measures, so the decisions are te
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from safetensors import SafetensorError, safe_open
 
 from crossrank.config import BatchingOptions
 
@@ -24,6 +28,7 @@ __all__ = [
     "choose_placement",
     "count_parameters",
     "gpu_batching",
+    "key_value_bytes_per_token",
     "min_pass_tokens",
     "needed_bytes",
     "stored_dtype",
@@ -71,11 +76,36 @@ def stored_dtype(model_dir: Path) -> str:
     return str(config.get("torch_dtype") or config.get("dtype") or "float32")
 
 
+def _stored_parameters(files: Sequence[Path], tied: bool) -> int | None:
+    """Elements of the tensors in safetensors ``files`` (from their headers), an LM head tied to the token
+    embeddings counted once; ``None`` when a header does not read."""
+    shapes: dict[str, list[int]] = {}
+    try:
+        for file in files:
+            with safe_open(str(file), framework="numpy") as weights:
+                shapes |= {name: weights.get_slice(name).get_shape() for name in weights.keys()}  # noqa: SIM118
+    except (OSError, SafetensorError):
+        return None
+    if tied and any(name.endswith("embed_tokens.weight") for name in shapes):
+        # Some checkpoints store the head beside the table it is tied to; transformers keeps one of them.
+        shapes = {name: shape for name, shape in shapes.items() if not name.endswith("lm_head.weight")}
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
 def count_parameters(model_dir: Path) -> int:
-    """Parameters of the model, from the weight files' sizes and the dtype they are stored in."""
+    """Parameters of the model as loaded: from the safetensors headers (an LM head tied to the token embeddings
+    counted once, as transformers ties them at load), else from the weight files' sizes and the dtype they are
+    stored in (pickle weights, or headers that do not read)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    files = sorted(model_dir.glob("*.safetensors"))
+    counted = _stored_parameters(files, bool(config.get("tie_word_embeddings"))) if files else None
+    if counted is not None:
+        return counted
     stored = stored_dtype(model_dir)
-    size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
-    size = size or sum(p.stat().st_size for p in model_dir.glob("pytorch_model*.bin"))
+    size = sum(p.stat().st_size for p in files) or sum(p.stat().st_size for p in model_dir.glob("pytorch_model*.bin"))
     return size // DTYPE_BYTES.get(stored, 4)
 
 
@@ -114,8 +144,24 @@ def choose_placement(dtype: str, gpus: Sequence[GpuMemory], parameters: int, *, 
     )
 
 
-def activation_bytes_per_token(config: Mapping[str, Any], dtype: str) -> int:
-    """Peak activation memory per padded token of one forward pass of a BERT-like encoder at ``dtype``.
+def key_value_bytes_per_token(config: Mapping[str, Any], dtype: str) -> int:
+    """The keys and values a decoder keeps for one token in every layer at ``dtype`` (its key/value cache).
+
+    ``DecoderBackend`` runs a query's shared prefix once and expands its cache to every row, and each row's own
+    tokens join that cache as the pass goes: so for each padded token of a batch, every layer's keys and values
+    stay alive until the pass ends. Grouped-query attention keeps ``num_key_value_heads`` of them. Qwen3-Reranker-0.6B
+    in float16: 112 KiB per token, five times what its feed-forward and residual stream hold.
+    """
+    hidden = int(config.get("hidden_size", 1024))
+    heads = int(config.get("num_attention_heads") or max(hidden // 64, 1))
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    return 2 * int(config.get("num_hidden_layers", 1)) * kv_heads * head_dim * DTYPE_BYTES[dtype]
+
+
+def activation_bytes_per_token(config: Mapping[str, Any], dtype: str, *, decoder: bool = False) -> int:
+    """Peak activation memory per padded token of one forward pass at ``dtype``: a BERT-like encoder's, or with
+    ``decoder`` a decoder (LLM) reranker's.
 
     Inside a layer the feed-forward input and output (2 x intermediate) are alive beside the residual
     stream, the attention projections and the embedding output, which the model keeps through every
@@ -125,23 +171,29 @@ def activation_bytes_per_token(config: Mapping[str, Any], dtype: str) -> int:
     bge-reranker-v2-m3 in float16 this is 59 KB per token; the peak tensor memory measured on CPU at its
     width was 11-15 x hidden per token against 16-20 estimated (tests/backends/test_placement.py; a GPU's
     own counter: tests/gpu).
+
+    A decoder adds its key/value cache (``key_value_bytes_per_token``), which depth does add to. Its logits
+    over the whole vocabulary (150,000-250,000 values per token, more than all the rest) are not counted: the
+    backend computes only the score tokens' rows of the LM head, at each row's last position.
     """
     hidden = int(config.get("hidden_size", 1024))
     intermediate = int(config.get("intermediate_size", 4 * hidden))
     positions = int(config.get("max_position_embeddings", 512))
     size = DTYPE_BYTES[dtype]
-    return size * (2 * intermediate + 5 * hidden) + (size + 2) * positions
+    cache = key_value_bytes_per_token(config, dtype) if decoder else 0
+    return size * (2 * intermediate + 5 * hidden) + (size + 2) * positions + cache
 
 
-def gpu_batching(free_bytes: int, config: Mapping[str, Any], dtype: str) -> BatchingOptions:
-    """Tokens and pairs per forward pass for a GPU with ``free_bytes`` free once the model is loaded.
+def gpu_batching(free_bytes: int, config: Mapping[str, Any], dtype: str, *, decoder: bool = False) -> BatchingOptions:
+    """Tokens and pairs per forward pass for a GPU with ``free_bytes`` free once the model is loaded (``decoder``:
+    a decoder reranker's, see ``activation_bytes_per_token``).
 
     The token budget is what a share of the free memory holds in activations, at most
     ``GPU_MAX_BATCH_TOKENS``; a card that others fill gets a smaller one instead of out-of-memory errors
     (which remain the backstop: the torch backend halves a batch that still does not fit). The pairs cap
     lets the budget fill with short pairs (and is never below the CPU's 64).
     """
-    tokens = int(max(free_bytes, 0) * _ACTIVATION_SHARE) // activation_bytes_per_token(config, dtype)
+    tokens = int(max(free_bytes, 0) * _ACTIVATION_SHARE) // activation_bytes_per_token(config, dtype, decoder=decoder)
     tokens = min(max(tokens, 1), GPU_MAX_BATCH_TOKENS)
     pairs = max(tokens // _SHORT_PAIR_TOKENS, BatchingOptions().max_batch_size)
     return BatchingOptions(max_batch_tokens=tokens, max_batch_size=pairs)

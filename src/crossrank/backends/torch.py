@@ -234,6 +234,7 @@ class TorchBackend:
 
     name = "torch"
     runs_pairs_alone = False  # padded batches, with SDPA masking the padding
+    decoder = False  # a decoder reranker keeps every layer's keys and values through a pass (placement)
 
     def __init__(
         self,
@@ -298,7 +299,15 @@ class TorchBackend:
     def _shape(self) -> dict[str, int]:
         """The sizes activation memory depends on, through the config's own aliases (DistilBERT's ``dim``)."""
         config = self._model.config
-        names = ("hidden_size", "intermediate_size", "max_position_embeddings")
+        names = (
+            "hidden_size",
+            "intermediate_size",
+            "max_position_embeddings",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+        )
         return {name: int(getattr(config, name)) for name in names if isinstance(getattr(config, name, None), int)}
 
     def _batching(self) -> BatchingOptions:
@@ -307,7 +316,7 @@ class TorchBackend:
         if self._device.type != "cuda":
             return BatchingOptions()
         free, _ = torch.cuda.mem_get_info(self._device)
-        batching = gpu_batching(int(free), self._shape(), str(self._dtype).removeprefix("torch."))
+        batching = gpu_batching(int(free), self._shape(), str(self._dtype).removeprefix("torch."), decoder=self.decoder)
         batching = dataclasses.replace(batching, min_pass_tokens=self._min_pass_tokens(batching.max_batch_tokens))
         _log.info(
             "batching on %s: %d tokens, %d pairs per forward pass at most (%.1f GiB free after loading); "
@@ -402,7 +411,8 @@ class TorchBackend:
             if self._device.type == "cuda":
                 free, _ = torch.cuda.mem_get_info(self._device)
                 # Beside its weights, the copy recomputes batches of up to the token budget in float32.
-                activations = self.batching.max_batch_tokens * activation_bytes_per_token(self._shape(), "float32")
+                per_token = activation_bytes_per_token(self._shape(), "float32", decoder=self.decoder)
+                activations = self.batching.max_batch_tokens * per_token
                 if free >= needed_bytes(count_parameters(self._model_dir), "float32") + activations:
                     device = self._device
             self._fp32 = self._load(torch.float32).to(device).eval()

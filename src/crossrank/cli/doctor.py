@@ -15,7 +15,7 @@ from crossrank.tools.doctor import run_doctor
 __all__ = ["doctor"]
 
 
-@with_flags(("model", "device", "dtype"))
+@with_flags(("model", "device", "dtype", "family"))
 def doctor(
     smoke: Annotated[bool, typer.Option(help="Load the model and score two pairs at the end.")] = True,
     as_json: JsonOption = False,
@@ -23,7 +23,7 @@ def doctor(
     flags: Flags,
 ) -> None:
     """Check versions, CUDA and GPUs (memory, other processes), CPU, threads, conflicting installs, cache, disk, the
-    model folder, and run a live smoke test.
+    model folder (and how it is scored: its family, a decoder reranker's score head), and run a live smoke test.
 
     Exits 0 when everything is ok, 1 when the worst finding is a warning, 2 when something fails.
     """
@@ -38,6 +38,7 @@ def doctor(
             dtype=config.dtype,
             fallback=config.fallback,
             num_threads=config.num_threads,
+            family=config.family,
             smoke=smoke,
         )
     if as_json:

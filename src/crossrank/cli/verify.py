@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from crossrank.cli._common import JsonOption, reporting_errors, settings
+from crossrank.cli._common import Flags, JsonOption, reporting_errors, settings, with_flags
 from crossrank.cli._render import print_verify
 from crossrank.models.verify import model_folder, verify_model
 from crossrank.tools.doctor import EXIT_CODES
@@ -16,20 +16,27 @@ from crossrank.tools.doctor import EXIT_CODES
 __all__ = ["verify"]
 
 
+@with_flags(("family",))
 def verify(
     path: Annotated[
         str, typer.Argument(help="The model folder (with config.json), or the hub id of a downloaded model.")
     ],
     allow_pickle: Annotated[bool, typer.Option(help="Accept pytorch_model.bin (pickle) weights.")] = False,
     as_json: JsonOption = False,
+    *,
+    flags: Flags,
 ) -> None:
-    """Check a model folder fully: files, formats, sizes, sha256 against the manifest, shapes, tokenizer.
+    """Check a model folder fully: files, formats, sizes, sha256 against the manifest, shapes, tokenizer, and a
+    decoder (LLM) reranker's score head (its family's score tokens and the weights they are read from).
 
-    Exits 0 when all is ok, 1 on a warning (e.g. no manifest to compare with), 2 when something is broken,
-    3 when there is no model folder to check (no such path, a file, a hub id not downloaded).
+    A language model of no known reranker family fails, naming the families (pass --family for a renamed
+    fine-tune). Exits 0 when all is ok, 1 on a warning (e.g. no manifest to compare with), 2 when something is
+    broken, 3 when there is no model folder to check (no such path, a file, a hub id not downloaded).
     """
     with reporting_errors():
-        report = verify_model(model_folder(path, cache_dir=settings().cache_dir), allow_pickle=allow_pickle)
+        config = settings(flags)
+        folder = model_folder(path, cache_dir=config.cache_dir)
+        report = verify_model(folder, allow_pickle=allow_pickle, family=config.family)
     if as_json:
         payload = {
             "path": str(report.path),

@@ -11,7 +11,7 @@ from typing import Any
 from crossrank.errors import IntegrityError, ModelNotFoundError, UnsupportedModelError
 from crossrank.families import AUTO, Family, detect_family
 from crossrank.models.formats import download_hint, foreign_format, require_tokenizer, weight_files, weights_format
-from crossrank.models.integrity import TensorInfo, read_safetensors_header
+from crossrank.models.integrity import TensorInfo, read_manifest, read_safetensors_header
 
 __all__ = ["ModelInfo", "read_model_info"]
 
@@ -74,10 +74,14 @@ def _check_weights(path: Path, config: dict[str, Any], num_labels: int) -> None:
 
 
 def _names(path: Path, given: Sequence[str]) -> list[str]:
-    """What a model is called: the names given (a hub id), its folder's, and a hub cache folder's repository."""
+    """What a model is called: the names given (a hub id), its folder's, a hub cache folder's repository, and the
+    repository a ``crossrank download --dir`` folder's manifest records."""
     names = [*given, path.name]
     if path.parent.name == "snapshots":  # <cache>/models--org--name/snapshots/<commit>
         names.append(path.parent.parent.name.removeprefix("models--").replace("--", "/"))
+    manifest = read_manifest(path)
+    if manifest is not None:
+        names.append(manifest.repo_id)
     return names
 
 

@@ -3,17 +3,21 @@
 Load runs the cheap checks (file names, formats, safetensors headers against file sizes, the head,
 embedding shapes). This adds what needs reading all the data or loading more: sha256 of every file
 against the download manifest or the hub's listing, the remaining config-to-weights shapes, and
-whether the tokenizer loads and fits the embedding matrix.
+whether the tokenizer loads and fits the embedding matrix. For a decoder (LLM) reranker it adds its
+score head: the family's score tokens are in the tokenizer, and the weights hold the head they are read from.
+Nothing here runs a model's code, so a checkpoint that ships its own (minicpm-layerwise) is checked as well.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from crossrank.errors import CrossrankError, IntegrityError, ModelNotFoundError
+from crossrank.errors import CrossrankError, IntegrityError, ModelNotFoundError, UnsupportedModelError
+from crossrank.families import AUTO, Family, ScoreHead
 from crossrank.models.formats import download_hint, weight_files
 from crossrank.models.info import ModelInfo, read_model_info
 from crossrank.models.integrity import TensorInfo, compare_manifest, read_manifest, read_safetensors_header
@@ -23,6 +27,10 @@ __all__ = ["STATUS_ORDER", "Check", "Status", "VerifyReport", "model_folder", "v
 
 Status = Literal["ok", "warn", "fail"]
 STATUS_ORDER: dict[Status, int] = {"ok": 0, "warn": 1, "fail": 2}
+# The token embedding table: an encoder's, a decoder's.
+_EMBEDDINGS = ("embeddings.word_embeddings.weight", "embed_tokens.weight")
+# A layer-wise checkpoint's score heads, one per cutoff layer from config.json's start_layer on (or one for all).
+_LAYER_HEAD = re.compile(r"lm_head\.(?:(\d+)\.)?linear_head\.weight")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +54,12 @@ def worst(checks: list[Check]) -> Status:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """What ``verify_model`` found, in the order it checked."""
+    """What ``verify_model`` found, in the order it checked, and the family the model is scored as (``None`` when
+    its config and files do not say)."""
 
     path: Path
     checks: list[Check] = field(default_factory=list)
+    family: Family | None = None
 
     @property
     def status(self) -> Status:
@@ -111,6 +121,14 @@ def _shapes(path: Path, config: dict[str, Any], tensors: dict[str, TensorInfo]) 
     for name, tensor in tensors.items():
         if name.endswith("LayerNorm.weight") and hidden is not None and tensor.shape != (int(hidden),):
             problems.append(f"{name} is {list(tensor.shape)} but config.json hidden_size is {hidden}")
+    if "vocab_size" in config and hidden is not None:
+        table = (int(config["vocab_size"]), int(hidden))
+        for name, tensor in tensors.items():
+            # A decoder's token table and its own LM head (when not tied to the table): the score tokens' rows.
+            if name.endswith(("embed_tokens.weight", "lm_head.weight")) and tensor.shape != table:
+                problems.append(
+                    f"{name} is {list(tensor.shape)} but config.json vocab_size x hidden_size is {list(table)}"
+                )
     if problems:
         error = IntegrityError(
             f"config.json and the weights disagree: {'; '.join(problems[:3])}",
@@ -125,8 +143,12 @@ def _width(dtype: str) -> int:
     return {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4}.get(dtype, 1)
 
 
+def _embedding_rows(tensors: dict[str, TensorInfo]) -> int | None:
+    return next((t.shape[0] for n, t in tensors.items() if n.endswith(_EMBEDDINGS)), None)
+
+
 def _tokenizer(path: Path, tensors: dict[str, TensorInfo]) -> Check:
-    rows = next((t.shape[0] for n, t in tensors.items() if n.endswith("embeddings.word_embeddings.weight")), None)
+    rows = _embedding_rows(tensors)
     if (path / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
 
@@ -152,6 +174,99 @@ def _tokenizer(path: Path, tensors: dict[str, TensorInfo]) -> Check:
         return _failed("tokenizer", error)
     fits = f" (embedding matrix: {rows:,} rows)" if rows is not None else ""
     return Check("tokenizer", "ok", f"{what} loads, {size:,} tokens{fits}")
+
+
+def _formula(head: ScoreHead) -> str:
+    if head.negative is None:
+        return f"logit({head.positive!r}) at the last position"
+    return (
+        f"logit({head.positive!r}) - logit({head.negative!r}) at the last position "
+        f"(its sigmoid is the softmax over {head.negative!r}, {head.positive!r})"
+    )
+
+
+def _token_ids(path: Path, head: ScoreHead, rows: int | None) -> tuple[list[str], Check | None]:
+    """Each score token's id as the engine reads it (its first id, as upstream does), or the failed check."""
+    from tokenizers import Tokenizer
+
+    file = path / "tokenizer.json"
+    try:
+        tokenizer = Tokenizer.from_file(str(file))
+    except Exception:  # a bad tokenizer.json is the tokenizer check's finding
+        return [], Check("score head", "warn", "tokenizer.json does not load, so the score tokens were not looked up")
+    found = []
+    for token in (head.positive, head.negative):
+        if token is None:
+            continue
+        ids: list[int] = tokenizer.encode(token, add_special_tokens=False).ids
+        if not ids or (rows is not None and ids[0] >= rows):
+            where = "is not in this tokenizer" if not ids else f"is id {ids[0]}, past the {rows:,} rows of the weights"
+            error = UnsupportedModelError(
+                f"the score token {token!r} {where}: the tokenizer is not the model's",
+                fix=f"put the model's own tokenizer files in the folder: {download_hint(path)}",
+            )
+            return [], _failed("score head", error)
+        if len(ids) > 1:
+            return [], Check(
+                "score head",
+                "warn",
+                f"the score token {token!r} is {len(ids)} tokens in this tokenizer ({ids}); its first is read, as "
+                "upstream does, but the family's own tokenizer has it as one token",
+                f"check the tokenizer is the model's own: {download_hint(path)}",
+            )
+        found.append(f"{token!r} = id {ids[0]}")
+    return found, None
+
+
+def _layer_heads(path: Path, config: dict[str, Any], tensors: dict[str, TensorInfo]) -> str | None:
+    """A layer-wise checkpoint's score (``None`` for a model read through its LM head); raises
+    ``UnsupportedModelError`` when the last layer, which scores by default, has no head."""
+    found = [m[1] for name in tensors if (m := _LAYER_HEAD.fullmatch(name))]
+    if not found:
+        return None
+    last = int(config.get("num_hidden_layers", 0))
+    if None in found:
+        return f"a cutoff layer's state read by the one score head of every layer (lm_head.linear_head; default {last})"
+    start = int(config.get("start_layer", 0))
+    layers = sorted(start + int(index) for index in found)
+    if last not in layers:
+        raise UnsupportedModelError(
+            f"{path} has no score head for layer {last}, the last (lm_head.{last - start}.linear_head.weight); its "
+            f"weights hold heads for layers {layers[0]}-{layers[-1]}",
+            fix=f"config.json and the weights come from different models, or the files are cut short: "
+            f"{download_hint(path)}",
+        )
+    heads = f"heads for layers {layers[0]}-{layers[-1]}"
+    return f"a cutoff layer's own score head at the last position ({heads}; default {last})"
+
+
+def _lm_head(path: Path, config: dict[str, Any], tensors: dict[str, TensorInfo]) -> str:
+    """Where the score tokens' rows of the LM head are; raises ``UnsupportedModelError`` when there are none."""
+    if any(n.endswith("lm_head.weight") for n in tensors):
+        return "its own LM head"
+    if config.get("tie_word_embeddings") and any(n.endswith("embed_tokens.weight") for n in tensors):
+        return "the LM head tied to the token embeddings"
+    raise UnsupportedModelError(
+        f"{path}'s weights have no language-model head (no lm_head.weight, and config.json does not tie it to the "
+        "token embeddings): the score tokens' logits cannot be read",
+        fix=f"it is a base model without its head, or cut short: {download_hint(path)}",
+    )
+
+
+def _score_head(path: Path, family: Family, config: dict[str, Any], tensors: dict[str, TensorInfo]) -> Check:
+    """A decoder family's score: its tokens are single tokens of the tokenizer and its head is in the weights."""
+    assert family.head is not None
+    try:
+        layered = _layer_heads(path, config, tensors)
+        read = layered or f"{_formula(family.head)}, from {_lm_head(path, config, tensors)}"
+    except UnsupportedModelError as error:
+        return _failed("score head", error)
+    if not (path / "tokenizer.json").is_file():
+        return Check("score head", "warn", f"{read}; no tokenizer.json, so the score tokens were not looked up")
+    found, problem = _token_ids(path, family.head, _embedding_rows(tensors))
+    if problem is not None:
+        return problem
+    return Check("score head", "ok", f"{family.name}: {read}; {', '.join(found)}")
 
 
 def model_folder(target: str, *, cache_dir: str | None = None) -> Path:
@@ -181,28 +296,37 @@ def model_folder(target: str, *, cache_dir: str | None = None) -> Path:
     raise ModelNotFoundError(f"no model folder at {path.resolve()}", fix="check the path")
 
 
-def verify_model(path: Path, *, allow_pickle: bool = False) -> VerifyReport:
-    """Run every check on the model folder ``path``; never raises for a broken model, it reports it."""
+def verify_model(path: Path, *, allow_pickle: bool = False, family: str = AUTO) -> VerifyReport:
+    """Run every check on the model folder ``path``; never raises for a broken model, it reports it.
+
+    ``family`` names a decoder reranker's family where its name does not say it (``auto``: detected).
+    """
     path = path.expanduser().resolve()
     if not path.is_dir():
         model_folder(str(path))  # raises the error that says what is there instead
     checks: list[Check] = []
     try:
-        info: ModelInfo = read_model_info(path, allow_pickle=allow_pickle)
+        info: ModelInfo = read_model_info(path, allow_pickle=allow_pickle, family=family)
     except CrossrankError as error:
         return VerifyReport(path, [_failed("format", error)])
+    scored = f", family {info.family.name}" if info.family.decoder else ""
     checks.append(
         Check(
-            "format", "ok", f"{info.architecture} ({info.model_type}), {info.weights} weights, {info.max_length} tokens"
+            "format",
+            "ok",
+            f"{info.architecture} ({info.model_type}){scored}, {info.weights} weights, {info.max_length} tokens",
         )
     )
     checks.append(_checksums(path))
     if info.weights != "safetensors":
         checks.append(Check("shapes", "warn", "pickle weights: shapes are only checked when the model loads"))
-        return VerifyReport(path, checks)
+        return VerifyReport(path, checks, info.family)
     tensors: dict[str, TensorInfo] = {}
     for file in weight_files(path):
         tensors.update(read_safetensors_header(file))
-    checks.append(_shapes(path, _config(path), tensors))
+    config = _config(path)
+    checks.append(_shapes(path, config, tensors))
     checks.append(_tokenizer(path, tensors))
-    return VerifyReport(path, checks)
+    if info.family.decoder:
+        checks.append(_score_head(path, info.family, config, tensors))
+    return VerifyReport(path, checks, info.family)

@@ -19,6 +19,7 @@ from crossrank.backends.diagnostics import TorchFacts, torch_facts
 from crossrank.backends.gpu import NvmlReport, nvml_report
 from crossrank.backends.placement import count_parameters, needed_bytes
 from crossrank.errors import CrossrankError
+from crossrank.families import AUTO, Family
 from crossrank.models.resolve import is_hub_id
 from crossrank.models.verify import STATUS_ORDER, Check, Status, verify_model, worst
 from crossrank.reranker import Reranker
@@ -111,10 +112,27 @@ def _model_folder(
     return None, Check("model", "fail", f"no model folder at {path.resolve()}", _PASS_A_FOLDER)
 
 
-def _smoke(folder: Path, device: str, dtype: str, fallback: str) -> Check:
+def _describe(family: Family) -> str:
+    """How a model of ``family`` is scored, for the report (the score head itself is verify's finding)."""
+    if not family.decoder:
+        return f"cross-encoder: {family.source}"
+    instruction = (
+        f"default instruction {family.default_instruction!r}"
+        if family.default_instruction
+        else "no instruction by default"
+    )
+    code = (
+        "loaded with the code shipped in the checkpoint (trust_remote_code)"
+        if family.remote_code
+        else "run natively (no code from the checkpoint)"
+    )
+    return f"{family.name}, a decoder (LLM) reranker as in {family.source}; {instruction} (--instruction); {code}"
+
+
+def _smoke(folder: Path, device: str, dtype: str, fallback: str, family: str) -> Check:
     started = time.perf_counter()
     try:
-        with Reranker(str(folder), device=device, dtype=dtype, fallback=fallback) as reranker:  # type: ignore[arg-type]
+        with Reranker(str(folder), device=device, dtype=dtype, fallback=fallback, family=family) as reranker:  # type: ignore[arg-type]
             load = time.perf_counter() - started
             reranker.score(list(_SMOKE[:1]))  # warm-up: first-call allocations are not per-pair latency
             started = time.perf_counter()
@@ -178,6 +196,7 @@ def run_doctor(
     dtype: str = "auto",
     fallback: str = "none",
     num_threads: int | None = None,
+    family: str = AUTO,
     smoke: bool = True,
     network: bool = True,
 ) -> DoctorReport:
@@ -186,6 +205,7 @@ def run_doctor(
     Args:
         model: hub id or folder to check (a hub id is only looked up in the cache, never downloaded).
         environ: the environment variables (the CLI passes ``os.environ``).
+        family: how the model is scored (``auto``: detected; a decoder reranker renamed by a fine-tune needs it).
         smoke: load the model and score two pairs at the end.
         network: ask the hub whether it can be reached (a HEAD request, ``HUB_TIMEOUT`` seconds at most); when
             ``False``, or with ``HF_HUB_OFFLINE``, the report says it was not checked.
@@ -208,11 +228,13 @@ def run_doctor(
     checks += [*check_cpu(torch), *check_threads(torch, environ, num_threads)]
     checks += [*check_disk(Path(cache_dir) if cache_dir else hub.cache_dir), hub_check]
     if folder is not None:
-        report = verify_model(folder)
+        report = verify_model(folder, family=family)
         checks += [Check(f"model {c.name}", c.status, c.detail, c.fix, c.error) for c in report.checks]
+        if report.family is not None:
+            checks.append(Check("model family", "ok", _describe(report.family)))
         loadable = all(STATUS_ORDER[c.status] < STATUS_ORDER["fail"] for c in report.checks)
         if smoke and loadable and not torch.error:
-            checks.append(_smoke(folder, device, dtype, fallback))
+            checks.append(_smoke(folder, device, dtype, fallback, family))
     facts = _facts(torch, nvml)
     facts["hub"] = {"cache_dir": str(hub.cache_dir), "offline": hub.offline, "endpoint": hub.endpoint}
     facts["model"] = {"name": model, "folder": None if folder is None else str(folder)}
