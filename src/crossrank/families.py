@@ -89,7 +89,6 @@ class Family:
         default_instruction: the instruction used when a call gives none (``None``: the family takes none).
         names: lowercase fragments of hub ids or folder names that identify the family.
         architectures: the ``config.json`` architectures it runs.
-        remote_code: its modelling code ships with the checkpoint (``trust_remote_code=True`` needed).
         own_architecture: no plain language model has its architectures, so a model of one is of this family
             whatever its name.
     """
@@ -100,7 +99,6 @@ class Family:
     default_instruction: str | None
     names: tuple[str, ...]
     architectures: tuple[str, ...]
-    remote_code: bool = False
     own_architecture: bool = False
 
     @property

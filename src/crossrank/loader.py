@@ -94,13 +94,6 @@ def load_model(options: RerankerOptions, *, backend: Backend | None = None) -> L
     spec = options.model
     info = resolve_model(spec)
     check_max_length(options.truncation, info)
-    if info.family.remote_code and not spec.trust_remote_code:
-        raise UnsupportedModelError(
-            f"{info.path.name} is a {info.family.name} model, whose modelling code ships with the checkpoint "
-            "(config.json auto_map), and crossrank does not run a model's code unless asked",
-            fix="read that code; if you trust it, pass trust_remote_code=True (--trust-remote-code, "
-            "CROSSRANK_TRUST_REMOTE_CODE=1)",
-        )
     digest = model_digest(info.path, allow_pickle=spec.allow_pickle)
     tokenizer = _tokenizer(info.path, spec.trust_remote_code, digest, info.family)
     runner = backend or load_backend(

@@ -121,12 +121,10 @@ def _describe(family: Family) -> str:
         if family.default_instruction
         else "no instruction by default"
     )
-    code = (
-        "loaded with the code shipped in the checkpoint (trust_remote_code)"
-        if family.remote_code
-        else "run natively (no code from the checkpoint)"
+    return (
+        f"{family.name}, a decoder (LLM) reranker as in {family.source}; {instruction} (--instruction); "
+        "run natively (no code from the checkpoint)"
     )
-    return f"{family.name}, a decoder (LLM) reranker as in {family.source}; {instruction} (--instruction); {code}"
 
 
 def _smoke(folder: Path, device: str, dtype: str, fallback: str, family: str) -> Check:
