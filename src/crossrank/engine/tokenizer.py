@@ -348,7 +348,8 @@ class PairTokenizer:
         return self.unknown_share(ids) >= UNREADABLE_SHARE
 
     def query_cap(self, truncation: TruncationOptions, instruction: str | None = None) -> int:
-        """The query's token cap (never so long that no document token fits)."""
+        """The query's token cap (never so long that no document token fits). A decoder prompt's default cap is 3/4
+        of what its template leaves, as upstream implementations take 3/4 of a budget without their template."""
         template = self.template(instruction)
         labels = len(self._ids(self.family.prompt(instruction).query_text(""))) if self.family.decoder else 0
         room = truncation.max_length - template.special_tokens - labels - 1
@@ -360,6 +361,8 @@ class PairTokenizer:
                 reason=f"for the {self.family.name} prompt and its instruction in max_length {truncation.max_length}",
                 fix="shorten the instruction or raise max_length",
             )
+        if self.family.decoder and truncation.query_max_length is None:
+            return max(room * 3 // 4, 1)
         return min(truncation.query_cap, room)
 
     def encode_query(self, query: str, truncation: TruncationOptions, instruction: str | None = None) -> EncodedQuery:
