@@ -178,6 +178,14 @@ def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen3_reranker(tiny_qwen3_dir: Path) -> Iterator[Reranker]:
+    """The library's reranker on the tiny Qwen3 model (float32): the scores every door must give."""
+    with Reranker(str(tiny_qwen3_dir), device="cpu", dtype="float32") as reranker:
+        reranker.rerank("warm-up", ["warm-up"])  # the first forward pass pays for torch's lazy set-up
+        yield reranker
+
+
+@pytest.fixture(scope="session")
 def fake_reranker(fake_model_dir: Path) -> Iterator[Reranker]:
     """The shared ``Reranker`` on the fake backend (token-overlap scores, no model): don't reconfigure it."""
     with Reranker(str(fake_model_dir), backend="fake") as reranker:

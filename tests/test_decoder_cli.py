@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,6 @@ def run_cli(*args: str | Path) -> Result:
 
 
 @pytest.fixture(scope="module")
-def qwen3(tiny_qwen3_dir: Path) -> Iterator[Reranker]:
-    with Reranker(str(tiny_qwen3_dir), device="cpu", dtype="float32") as reranker:
-        reranker.rerank("warm-up", ["warm-up"])  # the first forward pass pays for torch's lazy set-up
-        yield reranker
-
-
-@pytest.fixture(scope="module")
 def renamed(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Qwen3 reranker in a folder whose name says nothing of its family (a fine-tune's, say)."""
     return Path(shutil.copytree(tiny_qwen3_dir, tmp_path_factory.mktemp("renamed") / "my-finetune"))
@@ -54,21 +46,21 @@ def _expected(reranker: Reranker, instruction: str | None) -> dict[int, Any]:
 
 @pytest.mark.parametrize("instruction", [None, INSTRUCTION], ids=["default", "instruction"])
 def test_rerank_gives_the_librarys_scores_for_the_instruction(
-    tiny_qwen3_dir: Path, qwen3: Reranker, instruction: str | None
+    tiny_qwen3_dir: Path, qwen3_reranker: Reranker, instruction: str | None
 ) -> None:
     given = [] if instruction is None else ["--instruction", instruction]
     done = run_cli("rerank", "-m", tiny_qwen3_dir, *FLOAT32, *given, "--json", QUERY, *DOCS)
     assert done.exit_code == 0, done.output
     payload = json.loads(done.stdout)
-    assert _scores(payload) == _expected(qwen3, instruction)
+    assert _scores(payload) == _expected(qwen3_reranker, instruction)
     assert payload["family"] == "qwen3-reranker"
-    assert payload["instruction"] == (instruction or qwen3.family.default_instruction)
+    assert payload["instruction"] == (instruction or qwen3_reranker.family.default_instruction)
 
 
-def test_family_scores_a_renamed_checkpoint(renamed: Path, qwen3: Reranker) -> None:
+def test_family_scores_a_renamed_checkpoint(renamed: Path, qwen3_reranker: Reranker) -> None:
     done = run_cli("rerank", "-m", renamed, *FLOAT32, "--family", "qwen3-reranker", "--json", QUERY, *DOCS)
     assert done.exit_code == 0, done.output
-    assert _scores(json.loads(done.stdout)) == _expected(qwen3, None)
+    assert _scores(json.loads(done.stdout)) == _expected(qwen3_reranker, None)
 
 
 def test_a_causal_lm_of_no_known_family_exits_3_naming_the_families(renamed: Path) -> None:
@@ -93,18 +85,18 @@ def test_an_instruction_over_its_limit_exits_2(tiny_qwen3_dir: Path) -> None:
     assert f"instruction is {MAX_INSTRUCTION_CHARS + 1} characters; at most {MAX_INSTRUCTION_CHARS}" in done.stderr
 
 
-def test_batch_takes_an_instruction(tiny_qwen3_dir: Path, qwen3: Reranker, tmp_path: Path) -> None:
+def test_batch_takes_an_instruction(tiny_qwen3_dir: Path, qwen3_reranker: Reranker, tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"id": "q", "query": QUERY, "documents": DOCS}) + "\n", encoding="utf-8")
     output = tmp_path / "out.jsonl"
     done = run_cli("batch", source, output, "-m", tiny_qwen3_dir, *FLOAT32, "--instruction", INSTRUCTION, "--json")
     assert done.exit_code == 0, done.output
     (row,) = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-    assert _scores(row) == _expected(qwen3, INSTRUCTION)
+    assert _scores(row) == _expected(qwen3_reranker, INSTRUCTION)
 
 
 @pytest.mark.slow
-def test_rerank_as_a_user_runs_it(tiny_qwen3_dir: Path, qwen3: Reranker) -> None:
+def test_rerank_as_a_user_runs_it(tiny_qwen3_dir: Path, qwen3_reranker: Reranker) -> None:
     done = crossrank("rerank", "-m", str(tiny_qwen3_dir), "--instruction", INSTRUCTION, "--json", QUERY, *DOCS)
     assert done.returncode == 0, done.stderr
-    assert _scores(json.loads(done.stdout)) == _expected(qwen3, INSTRUCTION)
+    assert _scores(json.loads(done.stdout)) == _expected(qwen3_reranker, INSTRUCTION)

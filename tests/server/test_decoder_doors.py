@@ -38,14 +38,6 @@ def _ready(client: TestClient) -> TestClient:
 
 
 @pytest.fixture(scope="module")
-def qwen3(tiny_qwen3_dir: Path) -> Iterator[Reranker]:
-    """The library's reranker on the tiny Qwen3 model: the scores every route must give."""
-    with Reranker(str(tiny_qwen3_dir), device="cpu", dtype="float32") as reranker:
-        reranker.rerank("warm-up", ["warm-up"])  # the first forward pass pays for torch's lazy set-up
-        yield reranker
-
-
-@pytest.fixture(scope="module")
 def served(tiny_qwen3_dir: Path) -> Iterator[TestClient]:
     """The app serving the tiny Qwen3 reranker (its own Reranker: the app closes it at shutdown)."""
     app = create_app(
@@ -101,13 +93,13 @@ def _scores(route: str, answer: Any) -> dict[int, float]:
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("instruction", [None, INSTRUCTION], ids=["default", "instruction"])
 def test_every_route_gives_the_librarys_scores_for_the_instruction(
-    served: TestClient, qwen3: Reranker, route: str, instruction: str | None
+    served: TestClient, qwen3_reranker: Reranker, route: str, instruction: str | None
 ) -> None:
     path, body = ROUTES[route](instruction)
     response = served.post(path, json=body)
     assert response.status_code == 200, response.text
     got = _scores(route, response.json())
-    expected = _expected(qwen3, instruction)
+    expected = _expected(qwen3_reranker, instruction)
     assert sorted(got) == list(range(len(DOCS)))
     column = 0 if route in RAW else 1
     for index, score in got.items():
@@ -143,14 +135,16 @@ def test_an_instruction_that_is_not_a_string_is_a_422_naming_it(served: TestClie
     assert "instruction" in response.text
 
 
-def test_a_long_document_is_read_in_windows_with_the_instruction(served: TestClient, qwen3: Reranker) -> None:
+def test_a_long_document_is_read_in_windows_with_the_instruction(served: TestClient, qwen3_reranker: Reranker) -> None:
     long = "the giant panda is a bear native to south central china. pandas eat bamboo. " * 60  # ~1,000 tokens
     documents = ["hi", long]
     body = {"query": QUERY, "documents": documents, "instruction": INSTRUCTION, "aggregate": "mean"}
     response = served.post("/v2/rerank", json=body)
     assert response.status_code == 200, response.text
     results = {r["index"]: r for r in response.json()["results"]}
-    expected = {r.index: r for r in qwen3.rerank(QUERY, documents, instruction=INSTRUCTION, aggregate="mean").results}
+    expected = {
+        r.index: r for r in qwen3_reranker.rerank(QUERY, documents, instruction=INSTRUCTION, aggregate="mean").results
+    }
     assert expected[1].chunks > 1
     assert results[1]["chunks"] == expected[1].chunks
     assert expected[1].span is not None
@@ -168,7 +162,7 @@ def test_info_names_the_family_and_its_instruction(served: TestClient) -> None:
     assert info["scoring"]["instruction"] == QWEN3_DEFAULT
 
 
-def test_the_servers_instruction_is_the_default_of_its_requests(tiny_qwen3_dir: Path, qwen3: Reranker) -> None:
+def test_the_servers_instruction_is_the_default_of_its_requests(tiny_qwen3_dir: Path, qwen3_reranker: Reranker) -> None:
     """`crossrank serve --instruction ...`: requests without one run with it; /info says so."""
     load = lambda: Reranker(str(tiny_qwen3_dir), device="cpu", dtype="float32", instruction=INSTRUCTION)  # noqa: E731
     with TestClient(create_app(ServerOptions(model_name="qwen3-tiny"), load=load)) as client:
@@ -176,12 +170,12 @@ def test_the_servers_instruction_is_the_default_of_its_requests(tiny_qwen3_dir: 
         assert client.get("/info").json()["default_instruction"] == INSTRUCTION
         path, body = _tei(None)
         got = _scores("tei", client.post(path, json=body).json())
-    expected = _expected(qwen3, INSTRUCTION)
+    expected = _expected(qwen3_reranker, INSTRUCTION)
     assert got == {i: pytest.approx(expected[i][0], abs=1e-6) for i in got}
 
 
 def test_requests_with_other_instructions_share_passes_and_keep_their_scores(
-    tiny_qwen3_dir: Path, qwen3: Reranker
+    tiny_qwen3_dir: Path, qwen3_reranker: Reranker
 ) -> None:
     """Concurrent requests with two instructions are micro-batched together, each scored with its own."""
     instructions = [None, INSTRUCTION, None, INSTRUCTION]
@@ -203,7 +197,9 @@ def test_requests_with_other_instructions_share_passes_and_keep_their_scores(
     scores, passes = asyncio.run(run())
     assert passes < len(instructions), passes  # the requests shared forward passes
     for got, instruction in zip(scores, instructions, strict=True):
-        assert got == {i: pytest.approx(logit, abs=1e-6) for i, (logit, _) in _expected(qwen3, instruction).items()}
+        assert got == {
+            i: pytest.approx(logit, abs=1e-6) for i, (logit, _) in _expected(qwen3_reranker, instruction).items()
+        }
 
 
 def test_a_cross_encoder_ignores_an_instruction(fake_model_dir: Path, fake_reranker: Reranker) -> None:
@@ -230,7 +226,7 @@ def test_the_playground_has_an_instruction_box_in_each_option_set(served: TestCl
 
 
 @pytest.mark.slow
-def test_crossrank_serve_and_the_cohere_sdk(tiny_qwen3_dir: Path, qwen3: Reranker) -> None:
+def test_crossrank_serve_and_the_cohere_sdk(tiny_qwen3_dir: Path, qwen3_reranker: Reranker) -> None:
     """The real server process on the decoder reranker; the Cohere SDK sends the instruction as an extra field."""
     cohere = pytest.importorskip("cohere", reason="the cohere SDK is in the dev extra")
     with running_server(["-m", str(tiny_qwen3_dir), "--device", "cpu", "--max-wait-ms", "5"]) as server:
@@ -246,7 +242,7 @@ def test_crossrank_serve_and_the_cohere_sdk(tiny_qwen3_dir: Path, qwen3: Reranke
         info = httpx.get(f"{server.url}/info", timeout=10).json()
     assert info["family"] == "qwen3-reranker"
     for response, instruction in ((default, None), (instructed, INSTRUCTION)):
-        expected = qwen3.rerank(QUERY, DOCS, top_n=2, instruction=instruction).results
+        expected = qwen3_reranker.rerank(QUERY, DOCS, top_n=2, instruction=instruction).results
         assert [r.index for r in response.results] == [r.index for r in expected]
         for got, want in zip(response.results, expected, strict=True):
             assert got.relevance_score == pytest.approx(want.relevance_score, abs=1e-5)

@@ -27,9 +27,9 @@ from transformers import AutoModelForCausalLM
 
 from crossrank.backends.base import EncodedBatch, TokenHead
 from crossrank.backends.minicpm import is_layerwise, load_layerwise
-from crossrank.backends.torch import TorchBackend, quiet_loading
+from crossrank.backends.torch import TorchBackend
 from crossrank.config import RuntimeOptions
-from crossrank.errors import ConfigError, IntegrityError, UnsupportedModelError
+from crossrank.errors import ConfigError, UnsupportedModelError
 
 __all__ = ["DecoderBackend"]
 
@@ -86,6 +86,7 @@ class DecoderBackend(TorchBackend):
     """
 
     decoder = True
+    _auto_class = AutoModelForCausalLM
 
     def __init__(
         self,
@@ -119,19 +120,7 @@ class DecoderBackend(TorchBackend):
                 f"{self._model_dir.name} scores at its last layer only",
                 fix="leave cutoff_layer unset for this model",
             )
-        try:
-            with quiet_loading():
-                model: Any = AutoModelForCausalLM.from_pretrained(self._model_dir, dtype=dtype, **self._load_options)
-        except (OSError, RuntimeError, ValueError) as exc:
-            if "trust_remote_code" in str(exc):
-                raise UnsupportedModelError(
-                    f"{self._model_dir} needs the Python code it ships (config.json auto_map) to load",
-                    fix="read that code; if you trust it, pass trust_remote_code=True (CROSSRANK_TRUST_REMOTE_CODE=1)",
-                ) from exc
-            raise IntegrityError(
-                f"could not load the weights in {self._model_dir}: {exc}",
-                fix="the files may be incomplete or corrupt: download the model again (crossrank verify tells more)",
-            ) from exc
+        model = super()._load(dtype)
         vocabulary = int(model.get_input_embeddings().weight.shape[0])
         if max(self._rows) >= vocabulary:
             raise UnsupportedModelError(

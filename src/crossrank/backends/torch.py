@@ -277,13 +277,14 @@ class TorchBackend:
         self._fp32_device: torch.device | None = None
         self.batching = self._batching()
 
+    # The transformers class that loads the model (a subclass runs another kind of model).
+    _auto_class: Any = AutoModelForSequenceClassification
+
     def _load(self, dtype: torch.dtype) -> Any:
         try:
             # transformers picks SDPA attention by itself wherever the architecture supports it.
             with quiet_loading():
-                return AutoModelForSequenceClassification.from_pretrained(
-                    self._model_dir, dtype=dtype, **self._load_options
-                )
+                return self._auto_class.from_pretrained(self._model_dir, dtype=dtype, **self._load_options)
         except (OSError, RuntimeError, ValueError) as exc:
             if "trust_remote_code" in str(exc):
                 raise UnsupportedModelError(
