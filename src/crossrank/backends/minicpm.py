@@ -26,10 +26,11 @@ from safetensors import SafetensorError, safe_open
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from crossrank.errors import ConfigError, IntegrityError, UnsupportedModelError
+from crossrank.families import FAMILIES
 
 __all__ = ["ARCHITECTURE", "cutoff_layer", "is_layerwise", "load_layerwise"]
 
-ARCHITECTURE = "LayerWiseMiniCPMForCausalLM"
+(ARCHITECTURE,) = FAMILIES["bge-reranker-minicpm-layerwise"].architectures
 
 
 def is_layerwise(config: dict[str, Any]) -> bool:
