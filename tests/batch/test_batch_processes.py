@@ -81,13 +81,16 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path, englis
     assert not parts.exists()
 
 
-def test_ray_engine_with_two_actors_equals_the_local_engine(tmp_path: Path, english_model_dir: Path) -> None:
+def test_ray_engine_with_two_actors_equals_the_local_engine(tmp_path: Path, tiny_qwen3_dir: Path) -> None:
+    """On a decoder reranker with an instruction: the actors build their rerankers from the same options (the
+    family, the instruction) as the local engine does, for any kind of model."""
     pytest.importorskip("ray")
     source = _input(tmp_path, 40)
-    local = _run(_command(source, tmp_path / "local.jsonl", english_model_dir, "--part-rows", "3"))
+    common = ["--part-rows", "3", "--instruction", "Find the passage that answers", "--dtype", "float32"]
+    local = _run(_command(source, tmp_path / "local.jsonl", tiny_qwen3_dir, *common))
     assert local.returncode == 0, local.stderr
-    ray_args = ["--engine", "ray", "--actors", "2", "--num-cpus", "0.5", "--part-rows", "3"]
-    on_ray = _run(_command(source, tmp_path / "ray.jsonl", english_model_dir, *ray_args), RAY_AUTH_MODE="disabled")
+    ray_args = ["--engine", "ray", "--actors", "2", "--num-cpus", "0.5", *common]
+    on_ray = _run(_command(source, tmp_path / "ray.jsonl", tiny_qwen3_dir, *ray_args), RAY_AUTH_MODE="disabled")
     assert on_ray.returncode == 0, on_ray.stderr
     report = json.loads(on_ray.stdout.strip().splitlines()[-1])
     assert (report["engine"], report["rows"], report["bad_rows"]) == ("ray", 38, 2)

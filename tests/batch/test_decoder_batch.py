@@ -12,7 +12,7 @@ import pytest
 from batch_data import make_rows, read_jsonl, write_jsonl
 
 from crossrank import ConfigError, Reranker
-from crossrank.batch import RayOptions, run
+from crossrank.batch import run
 
 FIRST = "Judge whether the passage names a capital city"
 SECOND = "Judge whether the passage is about animals"
@@ -103,30 +103,3 @@ def test_the_familys_default_instruction_given_resumes_a_run_without_one(
     report = run(source, output, model=str(tiny_qwen3_dir), reranker_options=OPTIONS, part_rows=4)
     assert report.resumed_parts == 1
     _assert_scores(output, rows, qwen3, None)
-
-
-@pytest.mark.slow
-def test_the_ray_engine_gives_the_local_engines_output(
-    tmp_path: Path, tiny_qwen3_dir: Path, rows: list[dict[str, Any]]
-) -> None:
-    pytest.importorskip("ray")
-    source = write_jsonl(tmp_path / "in.jsonl", rows)
-    options = {**OPTIONS, "instruction": FIRST, "num_threads": 1}
-    run(source, tmp_path / "local.jsonl", model=str(tiny_qwen3_dir), reranker_options=options, part_rows=4)
-    ray = RayOptions(actors=1, num_cpus=0.5)
-    report = run(
-        source,
-        tmp_path / "ray.jsonl",
-        model=str(tiny_qwen3_dir),
-        reranker_options=options,
-        engine="ray",
-        ray=ray,
-        part_rows=4,
-    )
-    assert (report.engine, report.rows) == ("ray", len(rows))
-    local = {r["id"]: r["results"] for r in read_jsonl(tmp_path / "local.jsonl")}
-    on_ray = {r["id"]: r["results"] for r in read_jsonl(tmp_path / "ray.jsonl")}
-    assert on_ray.keys() == local.keys()
-    for key, results in on_ray.items():
-        assert [(r["index"], r["rank"]) for r in results] == [(r["index"], r["rank"]) for r in local[key]]
-        assert [r["score"] for r in results] == pytest.approx([r["score"] for r in local[key]], abs=1e-5)
