@@ -108,12 +108,7 @@ def build_random_model(target: Path, tokenizer_dir: Path, config: dict[str, Any]
     model_config = AutoConfig.for_model(**values, num_labels=1)
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(model_config).eval()  # type: ignore[no-untyped-call]
-    target.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(target, safe_serialization=True)
-    for item in tokenizer_dir.iterdir():
-        if item.is_file() and item.name != "config.json":
-            shutil.copy(item, target / item.name)
-    return target
+    return _save(model, target, tokenizer_dir)
 
 
 def build_random_decoder(target: Path, tokenizer_dir: Path, config: dict[str, Any], *, seed: int = 0) -> Path:
@@ -126,6 +121,11 @@ def build_random_decoder(target: Path, tokenizer_dir: Path, config: dict[str, An
     model_config = AutoConfig.for_model(**values)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(model_config, dtype=torch.bfloat16).eval()  # type: ignore[no-untyped-call]
+    return _save(model, target, tokenizer_dir)
+
+
+def _save(model: Any, target: Path, tokenizer_dir: Path) -> Path:
+    """``model`` saved in ``target`` (safetensors) with the tokenizer files of ``tokenizer_dir``."""
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target, safe_serialization=True)
     for item in tokenizer_dir.iterdir():
