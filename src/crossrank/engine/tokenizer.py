@@ -84,7 +84,9 @@ class _Labelled:
 class _Template:
     """The fixed tokens around and between the two texts, with their segment ids.
 
-    ``label`` is put again before a window that does not start the document (a decoder prompt's ``"B: "``).
+    A decoder prompt's template also keeps the texts tokenised with the query (``query_text``: before, after; their
+    tokens alone are ``query_labels``) and with the document (``document_label``, ``"B: "``), whose ids ``label``
+    are put again before a window that does not start the document.
     """
 
     prefix: tuple[list[int], list[int]]
@@ -93,6 +95,9 @@ class _Template:
     query_type: int
     document_type: int
     label: list[int] = field(default_factory=list)
+    query_text: tuple[str, str] = ("", "")
+    query_labels: int = 0
+    document_label: str = ""
 
     @property
     def special_tokens(self) -> int:
@@ -327,9 +332,13 @@ class PairTokenizer:
                 query_type=0,
                 document_type=0,
                 label=self._ids(prompt.document) if prompt.document.strip() else [],
+                query_text=prompt.query,
+                query_labels=len(self._ids(prompt.query_text(""))),
+                document_label=prompt.document,
             )
             if len(self._prompts) >= _PROMPTS_KEPT:
-                self._prompts.pop(next(iter(self._prompts)))
+                # Another thread may have dropped the same oldest entry already.
+                self._prompts.pop(next(iter(self._prompts)), None)
             self._prompts[instruction] = template
         return template
 
@@ -351,8 +360,7 @@ class PairTokenizer:
         """The query's token cap (never so long that no document token fits). A decoder prompt's default cap is 3/4
         of what its template leaves, as upstream implementations take 3/4 of a budget without their template."""
         template = self.template(instruction)
-        labels = len(self._ids(self.family.prompt(instruction).query_text(""))) if self.family.decoder else 0
-        room = truncation.max_length - template.special_tokens - labels - 1
+        room = truncation.max_length - template.special_tokens - template.query_labels - 1
         if room < 1:
             raise InputTooLongError(
                 "instruction",
@@ -381,7 +389,8 @@ class PairTokenizer:
             if len(kept) < len(ids):
                 offsets = encoding.offsets
                 query = query[: offsets[cap - 1][1]] if right else query[offsets[len(ids) - cap][0] :]
-            kept = self._ids(self.family.prompt(instruction).query_text(query))
+            before, after = template.query_text
+            kept = self._ids(f"{before}{query}{after}")
             return EncodedQuery(ids=kept, tokens=len(ids), kept=min(len(ids), cap), template=template)
         return EncodedQuery(ids=kept, tokens=len(ids), kept=len(kept), template=template)
 
@@ -396,7 +405,7 @@ class PairTokenizer:
         if not self.family.decoder:
             encodings: list[Encoding] = self._tokenizer.encode_batch(texts, add_special_tokens=False)
             return encodings
-        label = self.family.prompt(None).document
+        label = self.template(None).document_label
         encoded = self._tokenizer.encode_batch([label + text for text in texts], add_special_tokens=False)
         return [_Labelled(encoding, len(label)) for encoding in encoded]
 
@@ -422,17 +431,19 @@ class PairTokenizer:
         t = query.template
         room = self.document_room(query, truncation)
         kept = list(document[:room])
+        label: list[int] = []
         if continued and t.label:
             # The document's label was tokenised with its start; a later window gets it again, in its own room.
-            kept = t.label + kept[max(len(t.label) + len(kept) - room, 0) :]
-        ids = t.prefix[0] + query.ids + t.middle[0] + kept + t.suffix[0]
+            label, kept = t.label, kept[max(len(t.label) + len(kept) - room, 0) :]
+        text = label + kept
+        ids = t.prefix[0] + query.ids + t.middle[0] + text + t.suffix[0]
         type_ids = (
-            t.prefix[1] + [t.query_type] * len(query.ids) + t.middle[1] + [t.document_type] * len(kept) + t.suffix[1]
+            t.prefix[1] + [t.query_type] * len(query.ids) + t.middle[1] + [t.document_type] * len(text) + t.suffix[1]
         )
         return EncodedPair(
             ids=ids,
             type_ids=type_ids,
-            truncated_tokens=max(len(document) - len(kept), 0),
+            truncated_tokens=len(document) - len(kept),
             shared=len(t.prefix[0]) + len(query.ids) + len(t.middle[0]),
         )
 
