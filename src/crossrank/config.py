@@ -107,13 +107,15 @@ class RuntimeOptions:
             ``CUDA_VISIBLE_DEVICES`` decides which physical GPUs ``cuda:N`` can name.
         dtype: ``auto`` (float16 on GPU; on CPU float32, bfloat16 autocast or bfloat16 weights, whichever
             was measured fastest on this CPU for the model's shape within the accuracy gate, cached in
-            ``~/.cache/crossrank/cpu-precision``), ``float32``, ``float16`` or ``bfloat16``. Scores are always
+            ``~/.cache/crossrank/cpu-precision``; with the ONNX backend, float32 or int8 alike),
+            ``float32``, ``float16`` or ``bfloat16``. Scores are always
             computed in float32 after the model, whatever this is. Pass ``float32`` for scores that match
             float32 references to 1e-4.
         num_threads: CPU threads for the runtime (process-wide in torch); ``None`` keeps its default.
         fallback: ``cpu`` scores a pair on the CPU when even that single pair does not fit in GPU
             memory (with a warning); ``none`` raises ``DeviceMemoryError`` instead.
-        quantize: ``int8`` runs int8 weights (ONNX backend, CPU); ``none`` keeps ``dtype``.
+        quantize: ``int8`` runs int8 weights (ONNX backend, CPU), whatever was measured; ``none`` leaves it to
+            ``dtype``.
     """
 
     device: str = "auto"

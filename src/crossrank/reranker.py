@@ -114,10 +114,10 @@ class Reranker:
             made on first load and cached next to the model).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         dtype: ``auto`` (float16 on GPU; on CPU the fastest of float32, bfloat16 autocast and bfloat16 weights
-            measured on this machine within the accuracy gate, docs/performance/cpu-precision.md), ``float32``,
-            ``float16`` or ``bfloat16``.
+            measured on this machine within the accuracy gate, or with ``backend="onnx"`` of float32 and int8,
+            docs/performance/cpu-precision.md), ``float32``, ``float16`` or ``bfloat16``.
         quantize: ``int8`` runs int8 weights (``backend="onnx"``, CPU: several times faster, slightly
-            different scores); ``none`` keeps ``dtype``.
+            different scores) without measuring; ``none`` leaves it to ``dtype``.
         max_length: tokens per (query, document) pair, special tokens included.
         query_max_length: the query's cap (default ``max_length * 3 // 4``); only documents are cut after it.
         max_batch_tokens: padded tokens per forward pass (default: 8192 on CPU; on a GPU, what the

@@ -29,9 +29,12 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     dtype: Dtype = Field(
         default="auto",
-        description="auto, float32, float16 or bfloat16 (auto on CPU: the mode measured fastest on this machine).",
+        description="auto, float32, float16 or bfloat16 (auto on CPU: the mode measured fastest on this machine; "
+        "with --backend onnx, float32 or int8).",
     )
-    quantize: Quantize = Field(default="none", description="none, or int8 (with --backend onnx, CPU).")
+    quantize: Quantize = Field(
+        default="none", description="none, or int8 (with --backend onnx, CPU; forced, not measured)."
+    )
     max_length: int = Field(default=512, ge=8, description="Tokens per pair, special tokens included.")
     query_max_length: int | None = Field(default=None, ge=1, description="The query's cap [3/4 of max-length].")
     max_batch_tokens: int | None = Field(

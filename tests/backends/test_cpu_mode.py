@@ -36,7 +36,12 @@ class Timer:
 
 
 def key(**changes: object) -> dict[str, object]:
-    base: dict[str, object] = {"threads": 2, "torch_version": "2.13.0+cpu", "cpu": "AMD EPYC", "flags": {"avx512_bf16"}}
+    base: dict[str, object] = {
+        "threads": 2,
+        "runtime": {"torch": "2.13.0+cpu"},
+        "cpu": "AMD EPYC",
+        "flags": {"avx512_bf16"},
+    }
     shape = changes.pop("shape", SHAPE)
     return decision_key(shape, **{**base, **changes})  # type: ignore[arg-type]
 
@@ -76,9 +81,15 @@ def test_measured_once_then_read_from_the_cache(decisions: Path, monkeypatch: py
 
 @pytest.mark.parametrize(
     "change",
-    [{"cpu": "Intel(R) Xeon(R) Platinum 8481C"}, {"flags": {"avx512_bf16", "amx_bf16"}}, {"torch_version": "2.14.0"},
-     {"threads": 8}, {"shape": {**SHAPE, "hidden_size": 384, "intermediate_size": 1536}}],
-)  # fmt: skip
+    [
+        {"cpu": "Intel(R) Xeon(R) Platinum 8481C"},
+        {"flags": {"avx512_bf16", "amx_bf16"}},
+        {"runtime": {"torch": "2.14.0"}},
+        {"runtime": {"onnxruntime": "1.32.0"}},  # the ONNX backend's decision is its own
+        {"threads": 8},
+        {"shape": {**SHAPE, "hidden_size": 384, "intermediate_size": 1536}},
+    ],
+)
 def test_another_cpu_torch_or_shape_decides_again(change: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     timer = Timer(float32=3.0, bfloat16_autocast=1.0, bfloat16=1.2)
     decide(key(), BOTH, timer)
@@ -185,8 +196,10 @@ def test_doctor_shows_what_was_measured_on_this_cpu() -> None:
     from crossrank.tools.environment import check_cpu
 
     [before] = check_cpu(TorchFacts(cpu_capability="AVX512"))
-    assert "times float32 against bfloat16 on a model's first load" in before.detail
+    assert "times float32 against bfloat16 (torch) or int8 (backend='onnx') on a model's first load" in before.detail
     decide(key(cpu=cpu_model() or ""), BOTH, Timer(float32=3.0, bfloat16_autocast=1.0, bfloat16=1.2))
     [after] = check_cpu(TorchFacts(cpu_capability="AVX512"))
-    summary = "xlm-roberta 1024/4096, 2 threads: bfloat16-autocast (cached; bfloat16-autocast 3.00x, bfloat16 2.50x"
+    summary = (
+        "xlm-roberta 1024/4096 on torch, 2 threads: bfloat16-autocast (cached; bfloat16-autocast 3.00x, bfloat16 2.50x"
+    )
     assert summary in after.detail

@@ -297,7 +297,7 @@ def test_a_reused_export_scores_without_torch(english_onnx: Reranker, english_co
     script = f"""
 import json, sys
 from crossrank import Reranker
-with Reranker({str(english_copy)!r}, device="cpu", backend="onnx") as rr:
+with Reranker({str(english_copy)!r}, device="cpu", dtype="float32", backend="onnx") as rr:
     scores = rr.compute_score({pairs!r})
 print(json.dumps({{"imported": [m for m in ("torch", "transformers") if m in sys.modules], "scores": scores}}))
 """

@@ -218,9 +218,9 @@ def test_fake_installs_keras3_next_to_tensorflow(monkeypatch: pytest.MonkeyPatch
     ("flags", "hint"),
     [
         ({"avx2", "avx512f", "amx_tile", "amx_bf16"}, "bfloat16 autocast on this AMX CPU"),
-        ({"avx2"}, "quantize='int8' (7-bit weights, no VNNI;"),
+        ({"avx2"}, "quantize='int8' forces it; 7-bit weights, no VNNI)"),
         # AVX-512-BF16 without AMX measured slower in bfloat16 than in float32 (BENCHMARKS.md).
-        ({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "quantize='int8' (8-bit weights;"),
+        ({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "quantize='int8' forces it; 8-bit weights)"),
     ],
 )
 def test_cpu_check_names_the_fastest_mode_for_these_flags(

@@ -2,12 +2,14 @@
 
 No rule on CPU flags can choose: bfloat16 ran 3x faster than float32 on an AMD Zen 4 (AVX-512-BF16, no AMX) and
 0.6x as fast on an Intel Xeon with the same flags (BENCHMARKS.md). So the first load of a model shape on a CPU times
-the modes the model's family may run (``TorchBackend`` times one encoder layer of the model's own shape, a few
-seconds at most) and keeps the fastest; the decision is cached in ``~/.cache/crossrank/cpu-precision``, one JSON
-file per key (CPU model and flags, torch threads, torch version, the model's shape), so later loads decide at once.
-ONNX int8 is not a candidate: it is another backend, chosen with ``backend="onnx", quantize="int8"``.
+the modes the backend and the model's family may run on one encoder layer of the model's own shape (a few seconds
+at most) and keeps the fastest; the decision is cached in ``~/.cache/crossrank/cpu-precision``, one JSON file per
+key (CPU model and flags, threads, the runtime's version, the model's shape), so later loads decide at once.
+The torch backend's modes are float32 and two bfloat16 modes (``TorchBackend``); the ONNX backend's, float32 and
+int8 (``backends/onnx_probe.py``): int8 is a candidate only where the user chose ``backend="onnx"``.
 
-This module holds the decision, its key and its cache; it imports no torch, so ``/info`` and ``doctor`` can read it.
+This module holds the decision, its key, its cache and the alternating timer; it imports no torch, so ``/info``
+and ``doctor`` can read it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -30,6 +33,10 @@ from crossrank.config import cache_folder
 __all__ = [
     "CPU_MODES",
     "GATED_MODES",
+    "ONNX_MODES",
+    "PROBE_BUDGET",
+    "PROBE_LENGTH",
+    "PROBE_TOKENS",
     "CpuModeDecision",
     "cached_decisions",
     "choose_mode",
@@ -37,20 +44,34 @@ __all__ = [
     "decide",
     "decision_folder",
     "decision_key",
+    "gated",
+    "machine_busy",
+    "time_alternating",
 ]
 
 _log = logging.getLogger(__name__)
 
-# Each mode as ``Backend.dtype`` names it: float32 weights under bfloat16 autocast (softmax, LayerNorm and GELU
-# stay float32), and bfloat16 weights.
+# Each mode as ``Backend.dtype`` names it. The torch backend's: float32, float32 weights under bfloat16 autocast
+# (softmax, LayerNorm and GELU stay float32), and bfloat16 weights. The ONNX backend's: float32, and int8 weights
+# (dynamic int8, each pair run alone).
 CPU_MODES = ("float32", "bfloat16-autocast", "bfloat16")
+ONNX_MODES = ("float32", "int8")
+_ALL_MODES = tuple(dict.fromkeys((*CPU_MODES, *ONNX_MODES)))
 # The reduced modes ``auto`` may run, by ``config.model_type``: those whose accuracy gate was measured and passed
 # (Spearman rho >= 0.99 with float32, NDCG@10 within 0.5 points, keyword-trap top-1 kept; BENCHMARKS.md, "bfloat16
-# accuracy gate"). XLM-R (bge-reranker-v2-m3) runs the same encoder-layer math as BERT; see the reasoning there.
+# accuracy gate" and "int8 accuracy gate"). XLM-R (bge-reranker-v2-m3) runs the same encoder-layer math as BERT,
+# which bfloat16 rounds alike (see the reasoning there); int8 is not allowed for it by that argument: its margin
+# on BERT is thin (rho 0.9967), and 24 layers of width 1024 may not keep it, so it waits for real weights.
 GATED_MODES: dict[str, frozenset[str]] = {
-    "bert": frozenset({"bfloat16-autocast", "bfloat16"}),
+    "bert": frozenset({"bfloat16-autocast", "bfloat16", "int8"}),
     "xlm-roberta": frozenset({"bfloat16-autocast", "bfloat16"}),
 }
+# The probe: one encoder layer on this many tokens, in rows of this length (a model's positions permitting), for
+# at most this many rounds or seconds (see time_alternating).
+PROBE_TOKENS = 1024
+PROBE_LENGTH = 256
+PROBE_ROUNDS = 5
+PROBE_BUDGET = 3.0
 # A reduced mode must beat float32 by this factor: below it the gain is within timing noise on a busy machine
 # and not worth scores that differ from float32's.
 MIN_SPEEDUP = 1.15
@@ -63,12 +84,13 @@ class CpuModeDecision:
     """What ``dtype="auto"`` runs on this CPU for one model shape, and why.
 
     Attributes:
-        mode: one of ``CPU_MODES``.
+        mode: one of ``CPU_MODES`` (torch) or ``ONNX_MODES``.
         speedups: each timed mode's speed as a multiple of float32's (``{}`` where nothing was timed).
         source: ``measured`` (now; cached for later loads), ``measured on a busy CPU, not cached``, ``cached``
-            (an earlier measurement) or ``not gated`` (the family may only run float32: nothing timed).
+            (an earlier measurement), ``not gated`` (the family may only run float32: nothing timed) or
+            ``not measured (...)`` (the measurement could not run: float32, for this process only).
         seconds: how long the measurement took.
-        key: what the decision holds for (CPU, threads, torch version, model shape).
+        key: what the decision holds for (CPU, threads, the runtime and its version, model shape).
     """
 
     mode: str
@@ -87,6 +109,10 @@ class CpuModeDecision:
         shape = self.key.get("shape", {})
         return f"{shape.get('model_type')} {shape.get('hidden_size')}/{shape.get('intermediate_size')}"
 
+    def runtime(self) -> str:
+        """What the decision was measured in: ``torch`` or ``onnxruntime`` (``decision_key``'s ``runtime``)."""
+        return "onnxruntime" if "onnxruntime" in self.key else "torch"
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, for ``/info``, ``crossrank bench`` results and the cache file."""
         return asdict(self)
@@ -96,13 +122,19 @@ class CpuModeDecision:
 _decided: dict[tuple[str, str], CpuModeDecision] = {}
 
 
+def gated(model_type: str, modes: Collection[str]) -> tuple[str, ...]:
+    """The reduced ``modes`` (a backend's) that ``auto`` may run for ``model_type``, in the order given."""
+    allowed = GATED_MODES.get(model_type, frozenset())
+    return tuple(mode for mode in modes if mode != "float32" and mode in allowed)
+
+
 def choose_mode(seconds: Mapping[str, float], allowed: Collection[str]) -> str:
     """The fastest of the timed modes ``allowed`` (float32 always is) that beats float32 by ``MIN_SPEEDUP``.
 
     ``seconds``: each timed mode's best time for the same work, float32's among them.
     """
     base = seconds["float32"]
-    candidates = [m for m in CPU_MODES if m in seconds and m in allowed and base / seconds[m] >= MIN_SPEEDUP]
+    candidates = [m for m in seconds if m in allowed and base / seconds[m] >= MIN_SPEEDUP]
     return min(candidates, key=lambda m: seconds[m], default="float32")
 
 
@@ -110,21 +142,53 @@ def decision_key(
     shape: Mapping[str, Any],
     *,
     threads: int,
-    torch_version: str,
+    runtime: Mapping[str, str],
     cpu: str | None = None,
     flags: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """What a measured decision holds for: the CPU (model and flags; this one's by default), the threads torch
-    uses, torch's version and the model's shape (``model_type``, hidden and intermediate sizes, heads)."""
+    """What a measured decision holds for: the CPU (model and flags; this one's by default), the threads the
+    runtime uses, the runtime and its version (``{"torch": "2.13.0+cpu"}``, ``{"onnxruntime": "1.32.0"}``) and
+    the model's shape (``model_type``, hidden and intermediate sizes, heads)."""
     flags = sorted(cpu_flags() if flags is None else flags)
     return {
         "cpu": cpu_model() if cpu is None else cpu,
         "flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
         "threads": threads,
-        "torch": torch_version,
+        **runtime,
         "shape": dict(shape),
         "probe": _PROBE_VERSION,
     }
+
+
+def machine_busy() -> bool:
+    """Whether other work keeps this CPU busier than its cores (the 1-minute load average): everything times slow
+    and unevenly then, so a decision measured now holds for this process only."""
+    return os.getloadavg()[0] > (os.cpu_count() or 1) if hasattr(os, "getloadavg") else False
+
+
+def time_alternating(runs: Mapping[str, Callable[[], object]], budget: float = PROBE_BUDGET) -> dict[str, float]:
+    """Each mode's best seconds for its run (the same work in each mode). After one warm-up run each (kernels
+    chosen, workspaces made), the modes alternate round by round, so a neighbour's load weighs on all alike, for
+    ``PROBE_ROUNDS`` rounds or until ``budget`` seconds have passed since the warm-up began (the first round always
+    completes). A mode whose warm-up fails (a build without its kernels for this CPU) is not a candidate.
+    """
+    started = time.perf_counter()
+    usable = []
+    for mode, run in runs.items():
+        try:
+            run()
+            usable.append(mode)
+        except RuntimeError as exc:  # torch's and onnxruntime's kernel errors
+            _log.warning("dtype='auto' cannot time %s on this CPU (%s); not a candidate", mode, exc)
+    best = dict.fromkeys(usable, math.inf)
+    for _ in range(PROBE_ROUNDS):
+        for mode in usable:
+            began = time.perf_counter()
+            runs[mode]()
+            best[mode] = min(best[mode], time.perf_counter() - began)
+        if time.perf_counter() - started > budget:
+            break
+    return best
 
 
 def decision_folder() -> Path | None:
@@ -144,7 +208,7 @@ def _read(path: Path, key: Mapping[str, Any]) -> CpuModeDecision | None:
     (it is then measured again and rewritten)."""
     try:
         entry = json.loads(path.read_text())
-        if entry["key"] != key or entry["mode"] not in CPU_MODES:
+        if entry["key"] != key or entry["mode"] not in _ALL_MODES:
             return None
         speedups = {str(mode): float(ratio) for mode, ratio in entry["speedups"].items()}
         return CpuModeDecision(entry["mode"], speedups, "cached", float(entry["seconds"]), dict(key))
@@ -183,7 +247,7 @@ def decide(
 
     Args:
         key: from ``decision_key``.
-        allowed: the reduced modes the model's family passed the accuracy gate in (``GATED_MODES``).
+        allowed: the backend's reduced modes the model's family passed the accuracy gate in (``gated``).
         measure: times the modes it is given on the model's shape; returns each one's best seconds.
         busy: other work was keeping the CPU busy: a measurement is kept for this process only, not cached.
     """
@@ -197,7 +261,7 @@ def decide(
     decision = None if path is None else _read(path, key)
     if decision is None:
         started = time.perf_counter()
-        seconds = measure(["float32", *(m for m in CPU_MODES if m in allowed)])
+        seconds = measure([m for m in _ALL_MODES if m == "float32" or m in allowed])
         speedups = {mode: round(seconds["float32"] / s, 3) for mode, s in seconds.items()}
         source = "measured on a busy CPU, not cached" if busy else "measured"
         decision = CpuModeDecision(

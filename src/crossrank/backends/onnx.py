@@ -33,6 +33,7 @@ import onnxruntime as ort
 from crossrank.backends.base import EncodedBatch
 from crossrank.backends.cpu import cpu_flags, int8_needs_7bit_weights
 from crossrank.backends.onnx_export import ExportSteps, available_memory, check_export_memory, export_steps
+from crossrank.backends.onnx_probe import measured_onnx_mode
 from crossrank.config import BatchingOptions, RuntimeOptions, cache_folder
 from crossrank.errors import BackendError, ConfigError, InferenceError
 
@@ -209,8 +210,10 @@ class OnnxBackend:
     """Runs the model's ONNX export with onnxruntime, in float32 or with int8 weights.
 
     Accepts the same options as the torch backend where they apply: ``device`` ``cpu`` (or CUDA
-    with onnxruntime-gpu), ``num_threads``; ``dtype`` must be ``auto`` or ``float32``
-    (``quantize='int8'`` is the faster CPU precision). Logits come back as float32.
+    with onnxruntime-gpu), ``num_threads``; ``dtype`` must be ``auto`` or ``float32``. ``quantize='int8'``
+    runs int8; on a CPU, ``dtype='auto'`` (with ``quantize='none'``) runs int8 where it was measured faster than
+    float32 for the model's shape and the model's family passed int8's accuracy gate (``backends/onnx_probe.py``),
+    else float32. Logits come back as float32.
     """
 
     name = "onnx"
@@ -230,24 +233,27 @@ class OnnxBackend:
                 fix="use dtype='auto' (and quantize='int8' for speed on CPU), or backend='torch' for half precision",
             )
         self.device, providers = _providers(runtime.device)
-        self.quantize = runtime.quantize
-        self.dtype = "int8" if runtime.quantize == "int8" else "float32"
+        options = _session_options(runtime)
+        seven_bit = int8_needs_7bit_weights(cpu_flags(), platform.machine())
+        # dtype="auto" on CPU: float32 or int8, as measured (nothing is measured where quantize or dtype is given).
+        self.cpu_mode = (
+            measured_onnx_mode(model_dir, options=options, seven_bit=seven_bit)
+            if runtime.dtype == "auto" and runtime.quantize == "none" and self.device == "cpu"
+            else None
+        )
+        self.quantize = "int8" if self.cpu_mode is not None and self.cpu_mode.mode == "int8" else runtime.quantize
+        self.dtype = "int8" if self.quantize == "int8" else "float32"
         # int8 runs each pair alone, without padding (see _unpadded_row).
         self.runs_pairs_alone = self.quantize == "int8"
         # The CPU defaults; with onnxruntime-gpu too, whose memory onnxruntime's own arena manages.
         self.batching = BatchingOptions()
         # An export made for a CPU with VNNI would score less exactly on one without: the scheme is in its key.
-        self._scheme = (
-            "int8-7bit"
-            if self.quantize == "int8" and int8_needs_7bit_weights(cpu_flags(), platform.machine())
-            else self.quantize
-        )
+        self._scheme = "int8-7bit" if self.quantize == "int8" and seven_bit else self.quantize
         self._model_dir = model_dir
         # What the export is made from (crossrank.models.identity: weight headers and tensor edges, config, tokenizer).
         self._source = {"model": model_digest}
         self._allow_pickle = allow_pickle
         self._trust_remote_code = trust_remote_code
-        options = _session_options(runtime)
         path, reused = self._exported()
         try:
             self._session = _open(path, options, providers)

@@ -29,7 +29,14 @@ from crossrank import errors
 from crossrank.backends.placement import count_parameters
 from crossrank.errors import BackendError, CrossrankError, ExportMemoryError
 
-__all__ = ["ExportSteps", "available_memory", "check_export_memory", "export_memory_needed", "export_steps"]
+__all__ = [
+    "ExportSteps",
+    "available_memory",
+    "check_export_memory",
+    "export_memory_needed",
+    "export_steps",
+    "int8_arguments",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -275,7 +282,7 @@ def _step_quantize(*, source: str, target: str, external: bool, seven_bit: bool)
     """
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-    from onnxruntime.quantization import QuantType, base_quantizer, onnx_quantizer, quant_utils, quantize_dynamic
+    from onnxruntime.quantization import base_quantizer, onnx_quantizer, quant_utils, quantize_dynamic
 
     quantize_module: Any = importlib.import_module(
         "onnxruntime.quantization.quantize"
@@ -315,15 +322,22 @@ def _step_quantize(*, source: str, target: str, external: bool, seven_bit: bool)
     quant_utils.quantize_nparray = base_quantizer.quantize_nparray = lean
     base_quantizer.tensor_proto_to_array = onnx_quantizer.tensor_proto_to_array = read
     quantize_dynamic(
-        Path(source),
-        Path(target),
-        weight_type=QuantType.QInt8,
-        per_channel=True,  # one scale per output column: Spearman 0.99 to fp32 where one per tensor gives 0.96
-        reduce_range=seven_bit,
-        use_external_data_format=external,
-        # Shape inference cannot type the outputs of the fused (contrib) operators: they are float.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        Path(source), Path(target), **int8_arguments(seven_bit=seven_bit), use_external_data_format=external
     )
+
+
+def int8_arguments(*, seven_bit: bool) -> dict[str, Any]:
+    """``quantize_dynamic``'s arguments for crossrank's int8, for the export and ``dtype="auto"``'s probe alike."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+
+    return {
+        "weight_type": QuantType.QInt8,
+        "per_channel": True,  # one scale per output column: Spearman 0.99 to fp32 where one per tensor gives 0.96
+        "reduce_range": seven_bit,
+        # Shape inference cannot type the outputs of the fused (contrib) operators: they are float.
+        "extra_options": {"DefaultTensorType": onnx.TensorProto.FLOAT},
+    }
 
 
 def _lean_quantize(original: Any, q_type: int, array: Any, scale: Any, zero_point: Any, low: Any, high: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -27,7 +28,18 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.utils import logging as transformers_logging
 
 from crossrank.backends.base import EncodedBatch
-from crossrank.backends.cpu_mode import GATED_MODES, CpuModeDecision, decide, decision_key
+from crossrank.backends.cpu_mode import (
+    CPU_MODES,
+    PROBE_BUDGET,
+    PROBE_LENGTH,
+    PROBE_TOKENS,
+    CpuModeDecision,
+    decide,
+    decision_key,
+    gated,
+    machine_busy,
+    time_alternating,
+)
 from crossrank.backends.gpu import describe_processes, nvml_report
 from crossrank.backends.placement import (
     GpuMemory,
@@ -68,12 +80,6 @@ _PROBE_LENGTH = 128
 _PROBE_TOKENS = 16384
 _PROBE_TOKEN_ID = 5
 _PROBE_ROUNDS = 5
-# dtype="auto" on CPU times one encoder layer on this many tokens, in rows of this length, for at most this many
-# rounds or seconds (see time_cpu_modes).
-_MODE_TOKENS = 1024
-_MODE_LENGTH = 256
-_MODE_ROUNDS = 5
-_MODE_BUDGET = 3.0
 
 
 @dataclass(slots=True)
@@ -163,39 +169,21 @@ def _probe(rows: int, length: int) -> EncodedBatch:
     return EncodedBatch(input_ids=ids, attention_mask=mask)
 
 
-def time_cpu_modes(config: Any, modes: list[str], budget: float = _MODE_BUDGET) -> dict[str, float]:
-    """Each mode's best seconds for one encoder layer of ``config``'s shape on ``_MODE_TOKENS`` tokens (rows of
-    ``_MODE_LENGTH``), random weights: the layers hold nearly all of a reranker's work, and one layer keeps the
-    measurement short. After one warm-up pass each, the modes alternate round by round, so a neighbour's load
-    weighs on all alike, for ``_MODE_ROUNDS`` rounds or until ``budget`` seconds have passed since the warm-up
-    began (the first round always completes).
-    """
+def time_cpu_modes(config: Any, modes: list[str], budget: float = PROBE_BUDGET) -> dict[str, float]:
+    """Each mode's best seconds for one encoder layer of ``config``'s shape on ``PROBE_TOKENS`` tokens (rows of
+    ``PROBE_LENGTH``), random weights: the layers hold nearly all of a reranker's work, and one layer keeps the
+    measurement short (``cpu_mode.time_alternating`` times them)."""
     small = copy.deepcopy(config)
     small.num_hidden_layers, small.vocab_size, small.num_labels = 1, 8, 1
     with quiet_loading():
         built = AutoModelForSequenceClassification.from_config(small, dtype=torch.float32)  # type: ignore[no-untyped-call]
         base = built.eval()
     models = {"float32": base, "bfloat16-autocast": base, "bfloat16": copy.deepcopy(base).to(torch.bfloat16)}
-    length = min(_MODE_LENGTH, int(getattr(config, "max_position_embeddings", _MODE_LENGTH + 4)) - 4)
-    probe = _probe(max(_MODE_TOKENS // length, 1), length)
+    length = min(PROBE_LENGTH, int(getattr(config, "max_position_embeddings", PROBE_LENGTH + 4)) - 4)
+    probe = _probe(max(PROBE_TOKENS // length, 1), length)
     cpu = torch.device("cpu")
-    started = time.perf_counter()
-    usable = []
-    for mode in modes:
-        try:
-            _forward(models[mode], cpu, probe, mode == "bfloat16-autocast")  # kernels chosen, workspaces made
-            usable.append(mode)
-        except RuntimeError as exc:  # a torch build without bfloat16 kernels for this CPU: not a candidate
-            _log.warning("dtype='auto' cannot time %s on this CPU (%s); not a candidate", mode, exc)
-    best = dict.fromkeys(usable, math.inf)
-    for _ in range(_MODE_ROUNDS):
-        for mode in usable:
-            began = time.perf_counter()
-            _forward(models[mode], cpu, probe, mode == "bfloat16-autocast")
-            best[mode] = min(best[mode], time.perf_counter() - began)
-        if time.perf_counter() - started > budget:
-            break
-    return best
+    runs = {mode: functools.partial(_forward, models[mode], cpu, probe, mode == "bfloat16-autocast") for mode in modes}
+    return time_alternating(runs, budget)
 
 
 def measured_cpu_mode(model_dir: Path) -> CpuModeDecision:
@@ -207,12 +195,9 @@ def measured_cpu_mode(model_dir: Path) -> CpuModeDecision:
         return CpuModeDecision("float32", {}, "not gated")
     names = ("hidden_size", "intermediate_size", "num_attention_heads")
     shape = {"model_type": config.model_type, **{name: getattr(config, name, None) for name in names}}
-    key = decision_key(shape, threads=torch.get_num_threads(), torch_version=torch.__version__)
-    allowed = GATED_MODES.get(config.model_type, frozenset())
-    # A machine busier than its cores (the 1-minute load average) times everything slow and unevenly: such a
-    # decision holds for this process only, and the next load measures again.
-    busy = os.getloadavg()[0] > (os.cpu_count() or 1) if hasattr(os, "getloadavg") else False
-    return decide(key, allowed, lambda modes: time_cpu_modes(config, modes), busy=busy)
+    key = decision_key(shape, threads=torch.get_num_threads(), runtime={"torch": torch.__version__})
+    allowed = gated(config.model_type, CPU_MODES)
+    return decide(key, allowed, lambda modes: time_cpu_modes(config, modes), busy=machine_busy())
 
 
 def _choose_dtype(requested: str, device: torch.device) -> torch.dtype:

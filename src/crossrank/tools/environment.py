@@ -278,14 +278,19 @@ def check_cpu(facts: TorchFacts) -> list[Check]:
     # Whether bfloat16 pays off is measured per model shape (flags cannot tell): show what was measured here.
     decided = [d for d in cached_decisions() if d.key.get("cpu") == cpu_model()]
     if decided:
-        modes = "; ".join(f"{d.model()}, {d.key.get('threads')} threads: {d.summary()}" for d in decided)
+        modes = "; ".join(
+            f"{d.model()} on {d.runtime()}, {d.key.get('threads')} threads: {d.summary()}" for d in decided
+        )
         auto = f"dtype='auto' measured on this CPU: {modes}"
     else:
-        auto = "dtype='auto' times float32 against bfloat16 on a model's first load here and keeps the fastest"
+        auto = (
+            "dtype='auto' times float32 against bfloat16 (torch) or int8 (backend='onnx') on a model's first load "
+            "here and keeps the fastest"
+        )
         if "amx_bf16" in flags:
             auto += " (bfloat16 autocast on this AMX CPU: 3-10x float32 on m3-shape elsewhere)"
     weights = "7-bit weights, no VNNI" if int8_needs_7bit_weights(flags, machine) else "8-bit weights"
-    int8 = f"the other fast mode: backend='onnx', quantize='int8' ({weights}; see BENCHMARKS.md)"
+    int8 = f"int8 runs with backend='onnx' (dtype='auto' measures it, quantize='int8' forces it; {weights})"
     present_text = ", ".join(present) or "no x86 SIMD flags"
     return [Check("cpu", "ok", f"{machine} {os.cpu_count()} cores, {present_text}; {kernels}; {auto}; {int8}")]
 
