@@ -33,6 +33,28 @@ def test_other_arguments_are_refused_with_the_difference(tmp_path: Path) -> None
     assert work.open({"model": "a", "max_length": 256}, overwrite=True) == set()
 
 
+def test_a_part_scored_in_another_precision_is_refused_not_mixed_in(tmp_path: Path) -> None:
+    """Ray's actors resolve dtype="auto" each on its own node: every part must have been scored like the first."""
+    work = WorkDir(tmp_path / "out.jsonl")
+    work.open({"model": "a", "dtype": "auto"}, overwrite=False)
+    bfloat16, float32 = {"model": "a", "dtype": "bfloat16"}, {"model": "a", "dtype": "float32"}
+    work.commit(0, [{"id": "1"}], [], bfloat16)
+    work.commit(1, [{"id": "2"}], [], bfloat16)
+    with pytest.raises(ConfigError, match="dtype: 'bfloat16' before, 'float32' now") as caught:
+        work.commit(2, [{"id": "3"}], [], float32)
+    assert "--dtype bfloat16" in caught.value.fix
+    assert not work.part_path(2).exists()  # refused, not written
+    work.release()
+    resumed = WorkDir(tmp_path / "out.jsonl")  # a resumed run on other nodes is held to the same
+    assert resumed.open({"model": "a", "dtype": "auto"}, overwrite=False) == {0, 1}
+    with pytest.raises(ConfigError, match="part 2 of"):
+        resumed.commit(2, [{"id": "3"}], [], float32)
+    resumed.commit(2, [{"id": "3"}], [], bfloat16)
+    # The fix it names: the precision given, with --overwrite, starts over and forgets the first part's.
+    assert resumed.open({"model": "a", "dtype": "float32"}, overwrite=True) == set()
+    resumed.commit(0, [{"id": "1"}], [], float32)
+
+
 def test_a_run_that_committed_nothing_starts_over_with_new_arguments(tmp_path: Path) -> None:
     work = WorkDir(tmp_path / "out.jsonl")
     work.open({"model": "typo"}, overwrite=False)  # e.g. the model then failed to load

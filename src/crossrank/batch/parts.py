@@ -18,7 +18,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ __all__ = ["WorkDir"]
 
 _PART = re.compile(r"part-(\d+)\.jsonl")
 _LOCK = "lock"
+# The fingerprint the first committed part was scored with (Ray runs; see WorkDir.commit).
+_SCORING = "scoring.json"
 
 
 def _jsonl(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -141,10 +143,39 @@ class WorkDir:
     def _done(self) -> set[int]:
         return {int(m.group(1)) for p in self.path.iterdir() if (m := _PART.fullmatch(p.name))}
 
-    def commit(self, part: int, rows: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> None:
-        """Record part ``part`` as done; its errors first, so a done part always has them."""
+    def commit(
+        self,
+        part: int,
+        rows: Sequence[dict[str, Any]],
+        errors: Sequence[dict[str, Any]],
+        scoring: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record part ``part`` as done; its errors first, so a done part always has them.
+
+        ``scoring``: the fingerprint the part was scored with, where the run's own could not resolve it (Ray's actors
+        each resolve ``dtype="auto"`` on their own machine). The first part's is kept, and a part scored otherwise
+        (another precision on another kind of node, in this run or a resumed one) is refused, not mixed in.
+        """
+        if scoring is not None:
+            self._check_scoring(part, scoring)
         write_atomic(self.errors_path(part), _jsonl(errors))
         write_atomic(self.part_path(part), _jsonl(rows))
+
+    def _check_scoring(self, part: int, scoring: Mapping[str, Any]) -> None:
+        path = self.path / _SCORING
+        if not path.is_file():
+            write_atomic(path, [json.dumps(dict(scoring), indent=1, sort_keys=True) + "\n"])
+            return
+        first = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in first.keys() | scoring.keys() if first.get(k) != scoring.get(k))
+        if changed:
+            details = "; ".join(f"{k}: {first.get(k)!r} before, {scoring.get(k)!r} now" for k in changed)
+            raise ConfigError(
+                f"part {part} of {self.output} was scored otherwise than the parts before it ({details}): "
+                "nodes that resolve dtype='auto' differently would mix precisions in one output",
+                fix=f"pass --dtype {first.get('dtype', 'float32')} (dtype=...) so that every node runs the same, with "
+                "--overwrite to score every part in it, or run on nodes of one kind to resume",
+            )
 
     def counts(self, parts: int) -> tuple[int, int]:
         """Output rows and bad rows committed in parts ``0 .. parts - 1``."""

@@ -85,6 +85,8 @@ class _ScoreActor:
 
     def __init__(self, options: RerankerOptions) -> None:
         self._reranker = Reranker.from_options(options)
+        # What this actor resolved (dtype="auto" measures its own node): the driver keeps every part alike.
+        self._scoring = json.dumps(self._reranker.fingerprint().values, sort_keys=True)
 
     def __call__(self, batch: Any) -> Any:
         parts, rows, errors = [], [], []
@@ -93,7 +95,8 @@ class _ScoreActor:
             parts.append(record["part"])
             rows.append(json.dumps(out, ensure_ascii=False))
             errors.append(json.dumps(bad, ensure_ascii=False))
-        return pyarrow().table({"part": parts, "rows": rows, "errors": errors})
+        table = {"part": parts, "rows": rows, "errors": errors, "scoring": [self._scoring] * len(parts)}
+        return pyarrow().table(table)
 
 
 def _connect(options: RayOptions) -> bool:
@@ -141,7 +144,8 @@ def ray_parts(
         )
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             for record in batch.to_pylist():
-                yield record["part"], json.loads(record["rows"]), json.loads(record["errors"])
+                scoring = json.loads(record["scoring"])
+                yield record["part"], json.loads(record["rows"]), json.loads(record["errors"]), scoring
     finally:
         if started:
             ray.shutdown()

@@ -23,8 +23,9 @@ __all__ = ["BatchReport", "Engine", "PartResult", "ProgressCallback", "RayOption
 Engine = Literal["local", "ray"]
 ProgressCallback = Callable[[int, int], None]
 """Called with (input rows done, input rows in all) before the first part and after each part."""
-PartResult = tuple[int, list[dict[str, Any]], list[dict[str, Any]]]
-"""(part number, its output rows, its error records)."""
+PartResult = tuple[int, list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]
+"""(part number, its output rows, its error records, the fingerprint it was scored with where the run's own could
+not resolve it: Ray's; ``None`` for the local engine, whose loaded model's fingerprint is the run's)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,7 +127,7 @@ def _local_parts(source: Source, pending: Sequence[int], reranker: Reranker) -> 
     reader = RowReader(source)
     for part in pending:
         rows, errors = process(reranker, reader.part(part))
-        yield part, rows, errors
+        yield part, rows, errors, None
 
 
 def run(
@@ -217,8 +218,8 @@ def run(
                 results = ray_parts(source, pending, options, ray or RayOptions())
             else:
                 results = _local_parts(source, pending, reranker)
-            for part, rows, bad in results:
-                workdir.commit(part, rows, bad)
+            for part, rows, bad, scored in results:
+                workdir.commit(part, rows, bad, scored)
                 pairs += sum(len(row["results"]) for row in rows)
                 finished += source.rows_in(part)
                 if progress is not None:
