@@ -21,7 +21,8 @@ from pathlib import Path
 from crossrank import Reranker
 from crossrank.backends.cpu_mode import cpu_mode_of
 from crossrank.engine.tokenizer import PairTokenizer
-from crossrank.tools.bench import m3_shape, machine_facts, make_workload
+from crossrank.tools.bench import machine_facts, make_workload
+from crossrank.tools.shapes import m3_shape
 
 
 def main() -> None:

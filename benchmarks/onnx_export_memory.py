@@ -26,7 +26,8 @@ from pathlib import Path
 
 from crossrank.backends.placement import count_parameters
 from crossrank.backends.synthetic import M3_SHAPE, build_random_model
-from crossrank.tools.bench import m3_shape, machine_facts
+from crossrank.tools.bench import machine_facts
+from crossrank.tools.shapes import m3_shape
 
 _LOAD = """
 import logging, sys

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 from crossrank.errors import ConfigError
@@ -33,7 +32,6 @@ __all__ = [
     "RerankerOptions",
     "RuntimeOptions",
     "TruncationOptions",
-    "cache_folder",
     "flat_option_names",
 ]
 
@@ -502,12 +500,6 @@ def flat_option_names() -> tuple[str, ...]:
     """Every flat keyword ``RerankerOptions.from_flat`` takes (``Reranker``'s and ``Settings``' names)."""
     names = [flat for _, kind, renames in _FLAT_GROUPS for flat in _flat_fields(kind, renames)]
     return (*names, *_FLAT_TOP)
-
-
-def cache_folder(name: str) -> Path:
-    """``~/.cache/crossrank/<name>``: what crossrank builds for itself (tokenizers, ONNX exports of models in
-    read-only folders, the m3-shaped model). Raises ``RuntimeError`` where there is no home folder."""
-    return Path.home() / ".cache" / "crossrank" / name
 
 
 def _check_choice(name: str, value: str, choices: object) -> None:

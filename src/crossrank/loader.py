@@ -12,7 +12,7 @@ from typing import Any
 
 from crossrank.backends.base import Backend, TokenHead
 from crossrank.backends.registry import load_backend
-from crossrank.config import CacheOptions, PromptOptions, RerankerOptions, TruncationOptions, cache_folder
+from crossrank.config import CacheOptions, PromptOptions, RerankerOptions, TruncationOptions
 from crossrank.engine.cache import CachedScorer, open_cache
 from crossrank.engine.scorer import RequestScorer, Scorer
 from crossrank.engine.tokenizer import PairTokenizer
@@ -23,6 +23,7 @@ from crossrank.models.formats import check_tokenizer_json
 from crossrank.models.identity import model_digest
 from crossrank.models.info import ModelInfo, read_model_info
 from crossrank.models.resolve import resolve_model, snapshot_commit
+from crossrank.paths import cache_folder
 
 _log = logging.getLogger(__name__)
 

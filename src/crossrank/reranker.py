@@ -31,6 +31,7 @@ from crossrank.config import (
     RuntimeOptions,
     TruncationOptions,
 )
+from crossrank.engine.inputs import check_documents, check_pairs, check_text
 from crossrank.engine.ranking import rank
 from crossrank.engine.scorer import RequestScorer, ScoredRequest, ScoreRequest, sigmoid
 from crossrank.errors import InputError, TruncationWarning
@@ -43,32 +44,6 @@ from crossrank.types import RerankResult
 __all__ = ["Reranker"]
 
 _log = logging.getLogger(__name__)
-
-
-def _check_text(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise InputError(f"{what} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _check_documents(documents: object) -> list[str]:
-    if isinstance(documents, str) or not isinstance(documents, Sequence):
-        raise InputError(
-            f"documents must be a list of strings, got {type(documents).__name__}",
-            fix="wrap a single document in a list: [document]",
-        )
-    return [_check_text(d, f"documents[{i}]") for i, d in enumerate(documents)]
-
-
-def _check_pairs(pairs: object) -> list[tuple[str, str]]:
-    if isinstance(pairs, str) or not isinstance(pairs, Sequence):
-        raise InputError(f"pairs must be a list of [query, document] pairs, got {type(pairs).__name__}")
-    checked = []
-    for i, pair in enumerate(pairs):
-        if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2:
-            raise InputError(f"pairs[{i}] must be a [query, document] pair")
-        checked.append((_check_text(pair[0], f"pairs[{i}][0]"), _check_text(pair[1], f"pairs[{i}][1]")))
-    return checked
 
 
 _RERANK_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(RerankOptions))
@@ -334,7 +309,7 @@ class Reranker:
     def _logits(
         self, pairs: object, max_length: int | None, query_max_length: int | None, batch_size: int | None
     ) -> npt.NDArray[np.float32]:
-        checked = _check_pairs(pairs)
+        checked = check_pairs(pairs)
         truncation, chunking, prompt = self._resolve(
             RerankOptions(max_length=max_length, query_max_length=query_max_length)
         )
@@ -480,8 +455,8 @@ class Reranker:
         options: RerankOptions | None = None,
     ) -> ScoreRequest:
         """Check a rerank call's arguments and turn them into the engine's request (used by ``AsyncReranker``)."""
-        query = _check_text(query, "query")
-        texts = _check_documents(documents)
+        query = check_text(query, "query")
+        texts = check_documents(documents)
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise InputError(f"top_n must be a positive integer, got {top_n!r}")
         if min_score is not None and (isinstance(min_score, bool) or not 0 <= min_score <= 1):

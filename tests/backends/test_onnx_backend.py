@@ -187,6 +187,7 @@ def test_exports_of_a_model_folder_that_is_gone_are_deleted(
 ) -> None:
     """Unwritable model folders export to one shared cache; there, another model's export cleans up."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     cache = tmp_path / "home" / ".cache" / "crossrank" / "onnx"
     folders = []
     for name in ("gone", "kept", "new"):
@@ -285,6 +286,7 @@ def test_unwritable_model_folder_exports_to_the_user_cache(
     model_dir = build_tiny_xlmr(tmp_path / "tiny", xlmr_tokenizer_dir, m3_config)
     (model_dir / ".crossrank").write_text("a file where the export folder would go")  # works even as root
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     with Reranker(str(model_dir), backend="onnx") as rr:
         path = rr.scorer.backend.export_path  # type: ignore[attr-defined]
         assert path.is_relative_to(tmp_path / "home" / ".cache" / "crossrank" / "onnx")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from crossrank.errors import InputError
-from crossrank.tools.bench import add_qwen3_reranker_template, qwen3_tokenizer
+from crossrank.tools.shapes import add_qwen3_reranker_template, qwen3_tokenizer
 
 _TINY = {
     "hidden_size": 64,

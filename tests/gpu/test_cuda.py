@@ -16,7 +16,7 @@ import torch
 from conftest import m3_width_encoder
 from crossrank import Reranker
 from crossrank.backends.placement import GPU_MAX_BATCH_TOKENS, activation_bytes_per_token
-from crossrank.tools.bench import m3_shape
+from crossrank.tools.shapes import m3_shape
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu.sh runs these)")
 

@@ -323,7 +323,7 @@ def test_m3_shape_is_built_aside_so_an_interrupted_build_leaves_no_weights(
 ) -> None:
     """The build runs with a shrunk config here (the real one writes 2.3 GB); the folder logic is the same."""
     from crossrank.backends import synthetic
-    from crossrank.tools.bench import m3_shape
+    from crossrank.tools.shapes import m3_shape
 
     monkeypatch.setattr(synthetic, "M3_SHAPE", {**m3_config, "num_hidden_layers": 1, "hidden_size": 32,
                                                  "num_attention_heads": 4, "intermediate_size": 64})  # fmt: skip

@@ -12,7 +12,8 @@ import pytest
 from crossrank.errors import ConfigError
 from crossrank.families import detect_family
 from crossrank.tools import bench_runner
-from crossrank.tools.bench import BenchOptions, model_flops, run_bench, shape_model
+from crossrank.tools.bench import BenchOptions, model_flops, run_bench
+from crossrank.tools.shapes import shape_model
 
 # Published counts: Gemma's report gives the 2B model 524,288,000 embedding and 1,981,884,416 non-embedding
 # parameters; Qwen3-0.6B's model card, 0.6B in all and 0.44B without the embeddings.

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.backends.cpu import cpu_flags, cpu_model
-from crossrank.config import cache_folder
+from crossrank.paths import cache_folder
 
 __all__ = [
     "CPU_MODES",

@@ -34,8 +34,9 @@ from crossrank.backends.base import EncodedBatch
 from crossrank.backends.cpu import cpu_flags, int8_needs_7bit_weights
 from crossrank.backends.onnx_export import ExportSteps, available_memory, check_export_memory, export_steps
 from crossrank.backends.onnx_probe import measured_onnx_mode
-from crossrank.config import BatchingOptions, RuntimeOptions, cache_folder
+from crossrank.config import BatchingOptions, RuntimeOptions
 from crossrank.errors import BackendError, ConfigError, InferenceError
+from crossrank.paths import cache_folder
 
 __all__ = ["EXPORT_FORMAT", "OnnxBackend", "export_folder"]
 

@@ -60,7 +60,8 @@ def bench(
     the run before any table, with the exit codes of every command: 2 bad option, 3 model not found or unusable,
     4 runtime failure. A peer that fails is reported below the tables and the command exits 1.
     """
-    from crossrank.tools.bench import SHAPES, BenchOptions, plot_report, run_bench, shape_model
+    from crossrank.tools.bench import BenchOptions, plot_report, run_bench
+    from crossrank.tools.shapes import SHAPES, shape_model
 
     with reporting_errors():
         config = settings(flags)
