@@ -30,8 +30,9 @@ if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a child Python that must import this checkout's crossrank.
 
-    Children score in float32 (CROSSRANK_DTYPE), as the in-process fixtures do: on AMX CPUs ``auto`` means
-    bfloat16 autocast, whose scores differ from the float32 references beyond the tests' 1e-4.
+    CLI and server children score in float32 (CROSSRANK_DTYPE, read by their Settings), as the in-process fixtures
+    do: where ``auto`` measured bfloat16 or int8 fastest, scores differ from the float32 references beyond the tests'
+    1e-4. A child that builds a ``Reranker`` itself passes ``dtype="float32"``: the library reads no environment.
     """
     paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "CROSSRANK_DTYPE": "float32", "PYTHONPATH": os.pathsep.join(paths), **extra}
