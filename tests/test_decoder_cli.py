@@ -72,10 +72,14 @@ def test_a_causal_lm_of_no_known_family_exits_3_naming_the_families(renamed: Pat
     assert "--family" in done.stderr  # the fix
 
 
-def test_an_unknown_family_exits_2_naming_the_families(tiny_qwen3_dir: Path) -> None:
-    done = run_cli("rerank", "-m", tiny_qwen3_dir, "--family", "qwen4", QUERY, *DOCS)
+@pytest.mark.parametrize("command", ["rerank", "verify", "doctor"])
+def test_an_unknown_family_exits_2_naming_the_families(tiny_qwen3_dir: Path, command: str) -> None:
+    """A bad option of every door that takes --family, before anything is loaded or checked."""
+    target = {"rerank": ["-m", str(tiny_qwen3_dir), QUERY, *DOCS], "verify": [str(tiny_qwen3_dir)]}
+    done = run_cli(command, "--family", "qwen4", *target.get(command, ["-m", str(tiny_qwen3_dir)]))
     assert done.exit_code == 2
     assert "Traceback" not in done.output
+    assert "--family / CROSSRANK_FAMILY" in done.stderr
     assert all(name in done.stderr for name in FAMILIES)
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crossrank.config import DEFAULT_MODEL, Direction, Dtype, Fallback, LongQuery, Quantize, RerankerOptions
+from crossrank.errors import ConfigError
+from crossrank.families import check_family_name
 
 __all__ = ["Settings"]
 
@@ -72,6 +74,17 @@ class Settings(BaseSettings):
     instruction: str | None = Field(
         default=None, description="A decoder (LLM) reranker's task instruction [its family's default]."
     )
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        """An unknown family is a bad flag of every door (verify and doctor too), before anything loads."""
+        try:
+            check_family_name(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
     cutoff_layer: int | None = Field(
         default=None,
         ge=0,
