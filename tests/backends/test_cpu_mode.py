@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from crossrank.backends import cpu_mode
+from crossrank.backends.cpu import bfloat16_instructions
 from crossrank.backends.cpu_mode import CpuModeDecision, choose_mode, cpu_mode_of, decide, decision_key
 
 BOTH = frozenset({"bfloat16-autocast", "bfloat16"})
@@ -190,16 +191,70 @@ def test_a_real_measurement_of_a_tiny_shape_keeps_its_bound() -> None:
     assert all(0 < s < 0.3 for s in seconds.values())
 
 
-def test_doctor_shows_what_was_measured_on_this_cpu() -> None:
+def test_doctor_shows_what_was_measured_on_this_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from crossrank.backends.cpu import cpu_model
     from crossrank.backends.diagnostics import TorchFacts
+    from crossrank.tools import environment
     from crossrank.tools.environment import check_cpu
 
+    monkeypatch.setattr(environment, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     [before] = check_cpu(TorchFacts(cpu_capability="AVX512"))
     assert "times float32 against bfloat16 (torch) or int8 (backend='onnx') on a model's first load" in before.detail
+    assert "no bfloat16 instructions" not in before.detail
     decide(key(cpu=cpu_model() or ""), BOTH, Timer(float32=3.0, bfloat16_autocast=1.0, bfloat16=1.2))
     [after] = check_cpu(TorchFacts(cpu_capability="AVX512"))
     summary = (
         "xlm-roberta 1024/4096 on torch, 2 threads: bfloat16-autocast (cached; bfloat16-autocast 3.00x, bfloat16 2.50x"
     )
     assert summary in after.detail
+
+
+def test_doctor_says_torch_runs_float32_on_a_cpu_without_bfloat16_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossrank.backends.diagnostics import TorchFacts
+    from crossrank.tools import environment
+
+    monkeypatch.setattr(environment, "cpu_flags", lambda: {"avx2", "fma"})
+    [check] = environment.check_cpu(TorchFacts(cpu_capability="AVX2"))
+    assert "dtype='auto' times float32 against int8 (backend='onnx') on a model's first load" in check.detail
+    assert "torch runs float32: no bfloat16 instructions here" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2", "fma"}, False),  # Zen 3, Skylake client: bfloat16 through float32 conversions
+        ({"avx2", "avx512f", "avx512_vnni"}, False),  # Cascade Lake: VNNI is int8 only
+        ({"avx2", "avx512f", "avx512_bf16"}, True),  # Zen 4, Cooper Lake
+        ({"avx2", "amx_tile", "amx_bf16"}, True),  # Sapphire Rapids
+        ({"avx2", "avx_vnni", "avx_ne_convert"}, True),  # AVX-VNNI-2 parts (Sierra Forest, Arrow Lake)
+        ({"fp", "asimd", "bf16"}, True),  # Arm Neoverse V1/N2 (Graviton3)
+        ({"fp", "asimd"}, False),  # Arm without BF16 (Graviton2)
+        (set(), True),  # flags unknown: measured
+    ],
+)
+def test_bfloat16_instructions_by_cpu_flags(flags: set[str], expected: bool) -> None:
+    assert bfloat16_instructions(flags) is expected
+
+
+def test_a_cpu_without_bfloat16_instructions_runs_float32_untimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The torch modes are all bfloat16; without its instructions none is timed (seconds on a first load, for a
+    mode 6-7x slower than float32 on such a CPU), and the decision says why."""
+    from transformers import BertConfig
+
+    from crossrank.backends import torch as torch_backend
+
+    BertConfig(hidden_size=32, intermediate_size=64, num_attention_heads=4).save_pretrained(tmp_path)
+    monkeypatch.setitem(cpu_mode.GATED_MODES, "bert", BOTH)
+    monkeypatch.setattr(torch_backend, "time_cpu_modes", lambda config, modes: pytest.fail("timed"))
+    monkeypatch.setattr(torch_backend, "cpu_flags", lambda: {"avx2", "fma"})
+    decision = torch_backend.measured_cpu_mode(tmp_path)
+    assert (decision.mode, decision.source, decision.speedups) == ("float32", cpu_mode.NO_BFLOAT16, {})
+    timer = Timer(float32=3.0, bfloat16_autocast=1.0, bfloat16=1.2)
+    monkeypatch.setattr(torch_backend, "time_cpu_modes", lambda config, modes: timer(modes))
+    monkeypatch.setattr(torch_backend, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert torch_backend.measured_cpu_mode(tmp_path).mode == "bfloat16-autocast"
+    assert timer.calls == [["float32", "bfloat16-autocast", "bfloat16"]]
+    monkeypatch.setitem(cpu_mode.GATED_MODES, "bert", frozenset())
+    assert torch_backend.measured_cpu_mode(tmp_path).source == "not gated"  # the gate's reason comes first

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["INT8_DOT_PRODUCT_FLAGS", "cpu_flags", "cpu_model", "int8_needs_7bit_weights"]
+__all__ = [
+    "BFLOAT16_FLAGS",
+    "INT8_DOT_PRODUCT_FLAGS",
+    "bfloat16_instructions",
+    "cpu_flags",
+    "cpu_model",
+    "int8_needs_7bit_weights",
+]
 
 # x86 instructions that multiply and sum uint8 x int8 into int32 in one step (VNNI, AMX).
 INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# Instructions that compute with bfloat16 operands: x86's AVX-512-BF16, AMX-BF16 and AVX-NE-CONVERT, Arm's BF16.
+BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "avx_ne_convert", "bf16"})
 _X86 = frozenset({"x86_64", "amd64", "i386", "i686"})
 
 
@@ -30,6 +39,13 @@ def cpu_flags() -> set[str]:
 def cpu_model() -> str | None:
     """The CPU's model name from /proc/cpuinfo, e.g. ``Intel(R) Xeon(R) Platinum 8480+``."""
     return _cpuinfo("model name")
+
+
+def bfloat16_instructions(flags: set[str]) -> bool:
+    """Whether the CPU has instructions for bfloat16 arithmetic (``BFLOAT16_FLAGS``); ``True`` where its flags are
+    unknown. Without them torch converts every bfloat16 operand to float32 and back: 6-7x slower than float32 on
+    an AVX2-only CPU (BENCHMARKS.md), never a gain worth timing."""
+    return not flags or bool(flags & BFLOAT16_FLAGS)
 
 
 def int8_needs_7bit_weights(flags: set[str], machine: str) -> bool:

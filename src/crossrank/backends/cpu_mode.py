@@ -33,6 +33,7 @@ from crossrank.paths import cache_folder
 __all__ = [
     "CPU_MODES",
     "GATED_MODES",
+    "NO_BFLOAT16",
     "ONNX_MODES",
     "PROBE_BUDGET",
     "PROBE_LENGTH",
@@ -75,6 +76,8 @@ PROBE_BUDGET = 3.0
 # A reduced mode must beat float32 by this factor: below it the gain is within timing noise on a busy machine
 # and not worth scores that differ from float32's.
 MIN_SPEEDUP = 1.15
+# The source of a torch decision on a CPU without bfloat16 instructions (``cpu.bfloat16_instructions``).
+NO_BFLOAT16 = "not timed: no bfloat16 instructions on this CPU"
 # Bumped when the measurement changes, so that decisions made by an older one are measured again.
 _PROBE_VERSION = 1
 
@@ -87,8 +90,9 @@ class CpuModeDecision:
         mode: one of ``CPU_MODES`` (torch) or ``ONNX_MODES``.
         speedups: each timed mode's speed as a multiple of float32's (``{}`` where nothing was timed).
         source: ``measured`` (now; cached for later loads), ``measured on a busy CPU, not cached``, ``cached``
-            (an earlier measurement), ``not gated`` (the family may only run float32: nothing timed) or
-            ``not measured (...)`` (the measurement could not run: float32, for this process only).
+            (an earlier measurement), ``not gated`` (the family may only run float32: nothing timed),
+            ``NO_BFLOAT16`` (the CPU has no bfloat16 instructions: nothing timed) or ``not measured (...)`` (the
+            measurement could not run: float32, for this process only).
         seconds: how long the measurement took.
         key: what the decision holds for (CPU, threads, the runtime and its version, model shape).
     """
@@ -241,18 +245,21 @@ def decide(
     measure: Callable[[list[str]], dict[str, float]],
     *,
     busy: bool = False,
+    untimed: str = "not gated",
 ) -> CpuModeDecision:
     """The mode ``dtype="auto"`` runs for ``key``: from this process's memory, the cache (``decision_folder()``),
     or measured.
 
     Args:
         key: from ``decision_key``.
-        allowed: the backend's reduced modes the model's family passed the accuracy gate in (``gated``).
+        allowed: the backend's reduced modes the model's family passed the accuracy gate in (``gated``) and this
+            CPU can run.
         measure: times the modes it is given on the model's shape; returns each one's best seconds.
         busy: other work was keeping the CPU busy: a measurement is kept for this process only, not cached.
+        untimed: the decision's source where nothing is ``allowed``: float32, nothing timed.
     """
     if not allowed:
-        return CpuModeDecision("float32", {}, "not gated", key=key)
+        return CpuModeDecision("float32", {}, untimed, key=key)
     digest, folder = _digest(key), decision_folder()
     remembered = _decided.get((str(folder), digest))
     if remembered is not None:

@@ -28,8 +28,10 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.utils import logging as transformers_logging
 
 from crossrank.backends.base import EncodedBatch
+from crossrank.backends.cpu import bfloat16_instructions, cpu_flags
 from crossrank.backends.cpu_mode import (
     CPU_MODES,
+    NO_BFLOAT16,
     PROBE_BUDGET,
     PROBE_LENGTH,
     PROBE_TOKENS,
@@ -197,8 +199,11 @@ def measured_cpu_mode(model_dir: Path) -> CpuModeDecision:
     names = ("hidden_size", "intermediate_size", "num_attention_heads")
     shape = {"model_type": config.model_type, **{name: getattr(config, name, None) for name in names}}
     key = decision_key(shape, threads=torch.get_num_threads(), runtime={"torch": torch.__version__})
-    allowed = gated(config.model_type, CPU_MODES)
-    return decide(key, allowed, lambda modes: time_cpu_modes(config, modes), busy=machine_busy())
+    allowed = gated(config.model_type, CPU_MODES)  # every reduced torch mode is a bfloat16 one
+    untimed = NO_BFLOAT16 if allowed else "not gated"
+    if not bfloat16_instructions(cpu_flags()):
+        allowed = ()
+    return decide(key, allowed, lambda modes: time_cpu_modes(config, modes), busy=machine_busy(), untimed=untimed)
 
 
 def _choose_dtype(requested: str, device: torch.device) -> torch.dtype:

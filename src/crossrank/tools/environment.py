@@ -19,7 +19,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from crossrank.backends.cpu import cpu_flags, cpu_model, int8_needs_7bit_weights
+from crossrank.backends.cpu import bfloat16_instructions, cpu_flags, cpu_model, int8_needs_7bit_weights
 from crossrank.backends.cpu_mode import cached_decisions
 from crossrank.backends.diagnostics import TorchFacts
 from crossrank.backends.gpu import NvmlReport, describe_processes
@@ -277,18 +277,19 @@ def check_cpu(facts: TorchFacts) -> list[Check]:
         return [Check("cpu", "warn", f"{machine} without AVX2; {kernels}", "expect slow CPU scoring; use a GPU")]
     # Whether bfloat16 pays off is measured per model shape (flags cannot tell): show what was measured here.
     decided = [d for d in cached_decisions() if d.key.get("cpu") == cpu_model()]
+    bfloat16 = bfloat16_instructions(flags)
     if decided:
         modes = "; ".join(
             f"{d.model()} on {d.runtime()}, {d.key.get('threads')} threads: {d.summary()}" for d in decided
         )
         auto = f"dtype='auto' measured on this CPU: {modes}"
     else:
-        auto = (
-            "dtype='auto' times float32 against bfloat16 (torch) or int8 (backend='onnx') on a model's first load "
-            "here and keeps the fastest"
-        )
+        reduced = "bfloat16 (torch) or int8 (backend='onnx')" if bfloat16 else "int8 (backend='onnx')"
+        auto = f"dtype='auto' times float32 against {reduced} on a model's first load here and keeps the fastest"
         if "amx_bf16" in flags:
             auto += " (bfloat16 autocast on this AMX CPU: 3-10x float32 on m3-shape elsewhere)"
+    if not bfloat16:
+        auto += "; torch runs float32: no bfloat16 instructions here (AVX-512-BF16, AMX-BF16, AVX-NE-CONVERT, Arm BF16)"
     weights = "7-bit weights, no VNNI" if int8_needs_7bit_weights(flags, machine) else "8-bit weights"
     int8 = f"int8 runs with backend='onnx' (dtype='auto' measures it, quantize='int8' forces it; {weights})"
     present_text = ", ".join(present) or "no x86 SIMD flags"
