@@ -61,10 +61,12 @@ def test_a_mode_outside_the_gate_is_never_chosen() -> None:
     assert choose_mode(timed, set()) == "float32"
 
 
-def test_an_ungated_family_is_not_measured() -> None:
+def test_an_ungated_family_is_not_measured(caplog: pytest.LogCaptureFixture) -> None:
     timer = Timer(float32=3.0, bfloat16_autocast=1.0, bfloat16=1.0)
-    decision = decide(key(), frozenset(), timer)
+    with caplog.at_level("INFO", logger="crossrank.backends.cpu_mode"):
+        decision = decide(key(), frozenset(), timer)
     assert (decision.mode, decision.source, timer.calls) == ("float32", "not gated", [])
+    assert "dtype='auto' on this CPU: float32 (not gated)" in caplog.messages
 
 
 def test_measured_once_then_read_from_the_cache(decisions: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -259,7 +259,9 @@ def decide(
         untimed: the decision's source where nothing is ``allowed``: float32, nothing timed.
     """
     if not allowed:
-        return CpuModeDecision("float32", {}, untimed, key=key)
+        untimed_decision = CpuModeDecision("float32", {}, untimed, key=key)
+        _log.info("dtype='auto' on this CPU: %s", untimed_decision.summary())
+        return untimed_decision
     digest, folder = _digest(key), decision_folder()
     remembered = _decided.get((str(folder), digest))
     if remembered is not None:
