@@ -200,9 +200,10 @@ def test_a_request_batched_with_a_cancelled_one_is_scored_whole(tokenizer: PairT
 
 @pytest.mark.serial  # reads the fake backend's throughput against the clock
 def test_the_cap_is_calibrated_from_measured_tokens_per_second(tokenizer: PairTokenizer) -> None:
-    # 10 µs a token: 100,000 tokens/s, so 0.5 s of work is about 50,000 tokens.
-    backend = FakeBackend(latency_per_token=1e-5)
-    batcher = MicroBatcher(Scorer(tokenizer, backend), BatchingOptions(), QueueOptions(max_request_seconds=0.5))
+    # 100 µs a token: 10,000 tokens/s, so 5 s of work is about 50,000 tokens. The sleep (0.2 s for the calibration's
+    # 2,048 tokens) dwarfs the timed pass's own CPU work, which a busy machine (pytest's other workers) slows.
+    backend = FakeBackend(latency_per_token=1e-4)
+    batcher = MicroBatcher(Scorer(tokenizer, backend), BatchingOptions(), QueueOptions(max_request_seconds=5.0))
     batcher.start()
     try:
         cap = batcher.max_request_tokens

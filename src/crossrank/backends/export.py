@@ -19,7 +19,7 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification
 
-from crossrank.backends.torch import quiet_loading
+from crossrank.backends.weights import quiet_loading
 from crossrank.errors import BackendError, IntegrityError
 
 __all__ = ["ExportedGraph", "export_onnx"]

@@ -8,7 +8,6 @@ processes holding the rest. A half-precision batch whose scores overflow is reco
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
@@ -16,7 +15,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
-from transformers.utils import logging as transformers_logging
 
 from crossrank.backends.base import EncodedBatch
 from crossrank.backends.cpu import bfloat16_instructions, cpu_flags
@@ -53,26 +50,13 @@ from crossrank.backends.placement import (
     needed_bytes,
     stored_dtype,
 )
-from crossrank.backends.weights import cast_state_dict
+from crossrank.backends.weights import cast_state_dict, quiet_loading
 from crossrank.config import BatchingOptions, RuntimeOptions
 from crossrank.errors import ConfigError, DeviceMemoryError, InferenceError, IntegrityError, UnsupportedModelError
 
 __all__ = ["RecoveryStats", "TorchBackend", "measured_cpu_mode", "time_cpu_modes"]
 
 _log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """transformers' "Loading weights" progress bar off while crossrank loads a model (the loader logs one line
-    instead): it was printed on every load, from the library too and to logs that are not terminals."""
-    shown = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        yield
-    finally:
-        if shown:
-            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -6,20 +6,23 @@ m3-shape peaked at 3.9 GB in bfloat16 against 1.9 GB in float32 (BENCHMARKS.md).
 ``_SLICE_BYTES`` is read with plain reads (no mapping) and cast, so only the cast copy and one slice are resident
 (safetensors' own ``pread`` reader reads a whole tensor for each slice asked of it); ``TorchBackend`` then builds
 the model from that state dict with ``from_pretrained`` itself (key renames, tied weights and all), which keeps the
-tensors without copying them.
+tensors without copying them. ``quiet_loading`` keeps transformers' progress bar off while crossrank loads one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import logging as transformers_logging
 
-__all__ = ["cast_state_dict"]
+__all__ = ["cast_state_dict", "quiet_loading"]
 
 # The most read at once while casting: a slice of one tensor.
 _SLICE_BYTES = 64 << 20
@@ -86,3 +89,16 @@ def _read(handle: io.BufferedReader, entry: dict[str, Any], dtype: torch.dtype, 
             raise ValueError("the file ends inside a tensor")
         flat[start : start + count].copy_(torch.frombuffer(buffer, dtype=stored, count=count))
     return tensor
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" progress bar off while crossrank loads a model (the loader logs one line
+    instead): it was printed on every load, from the library too and to logs that are not terminals."""
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
