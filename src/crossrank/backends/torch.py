@@ -182,12 +182,12 @@ def measured_cpu_mode(model_dir: Path) -> CpuModeDecision:
         return CpuModeDecision("float32", {}, "not gated")
     names = ("hidden_size", "intermediate_size", "num_attention_heads")
     shape = {"model_type": config.model_type, **{name: getattr(config, name, None) for name in names}}
-    key = decision_key(shape, threads=torch.get_num_threads(), runtime={"torch": torch.__version__})
-    allowed = gated(config.model_type, CPU_MODES)  # every reduced torch mode is a bfloat16 one
-    untimed = NO_BFLOAT16 if allowed else "not gated"
-    if not bfloat16_instructions(cpu_flags()):
-        allowed = ()
-    return decide(key, allowed, lambda modes: time_cpu_modes(config, modes), busy=machine_busy(), untimed=untimed)
+    flags = cpu_flags()
+    key = decision_key(shape, threads=torch.get_num_threads(), runtime={"torch": torch.__version__}, flags=flags)
+    passed = gated(config.model_type, CPU_MODES)  # every reduced torch mode is a bfloat16 one
+    allowed = passed if bfloat16_instructions(flags) else ()
+    measure = functools.partial(time_cpu_modes, config)
+    return decide(key, allowed, measure, busy=machine_busy(), untimed=NO_BFLOAT16 if passed else "not gated")
 
 
 def _choose_dtype(requested: str, device: torch.device) -> torch.dtype:
